@@ -1,0 +1,31 @@
+# Every target installs first when needed, so on a fresh clone each is one command.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SHARED ?= $(abspath ../shared)
+
+.PHONY: install test lint bench demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	SPP_SHARED=$(SHARED) $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check spp_detect tests benchmarks
+
+bench: $(STAMP)
+	SPP_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py
+
+demo: $(STAMP)
+	$(BIN)/spp-detect run pipelines/demo.toml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -1,0 +1,331 @@
+"""The one configuration of a pipeline: frozen dataclasses, one per stage.
+
+Every default lives here with its meaning and units. A pipeline file (``pipelines/*.toml``)
+has one table per section (``[extract]``, ``[svm]``...) and is merged strictly: an unknown
+section or key, or a value of the wrong type, is a :class:`ConfigError` naming it and listing
+the valid choices. Command-line options and ``--set section.key=value`` override on top, and
+the resolved config is saved next to every output (``config.toml`` in the run folder) so a run
+can be repeated with ``spp-detect run RUN/config.toml``.
+
+Stage code never receives the whole config: the CLI turns a section into plain arguments.
+Where the paper and its released code differ, the default is the paper's and the comment
+names the released code's value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synth"  # voc2007 | voc2012 | synth | a VOC-style folder | a COCO .json
+    data_root: str = ""  # where named datasets live; "" = $SPP_DATA or data/
+    image_dir: str = ""  # COCO only: image folder ("" = guessed from the JSON's path)
+    train_split: str = "train"  # used by pretrain, finetune, train-svm, train-bbox
+    val_split: str = "val"  # model selection during fine-tuning and pretraining (never test)
+    test_split: str = "test"  # detect and eval
+    skip_bad: bool = False  # per-image errors become warnings with a count at the end
+
+
+@dataclass(frozen=True)
+class ProposeConfig:
+    mode: str = "fast"  # selective search strategy: fast (the paper's) | quality
+    max_proposals: int = 2000  # kept per image, in rank order
+    min_size: int = 20  # boxes narrower or shorter than this many pixels are dropped
+    workers: int = 0  # worker processes; 0 = all cores
+    resize_to: int = 0  # run selective search on an image with this shorter side (0 = original)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "zf5"  # zf5 | alexnet | vgg16 | squeezenet1_0 | resnet50
+    weights: str = "none"  # none | imagenet | a state_dict path | a run folder (pretrained here)
+    input_convention: str = "auto"  # auto | torchvision | caffe: how pixels are normalised
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    sizes: tuple[int, ...] = (224, 180)  # multi-size training: one epoch per size, alternating
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.01  # SGD, cosine-decayed to 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    crops_per_image: int = 4  # object crops per training image per epoch
+    background_crops: int = 1  # background crops per image (the extra "background" class)
+    eval_sizes: tuple[int, ...] = (224, 180, 200)  # sizes validation top-1 is reported at
+    workers: int = 0  # data-loading worker processes
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SppConfig:
+    levels: tuple[int, ...] = (6, 3, 2, 1)  # pyramid levels n (n x n bins each)
+    concat_order: str = "coarse_first"  # coarse_first (released network: 1,2,3,6) | as_given
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    scales: tuple[int, ...] = (480, 576, 688, 864, 1200)  # shorter side; released code: 874 for 864
+    max_size: int = 2000  # cap on the longer side after resizing (0 = no cap)
+    target_size: int = 224  # window scale choice: closest to target^2 area (released code: 208)
+    projection: str = "paper"  # paper (floor/ceil rule) | released (centre snapping)
+    cache: str = "conv5"  # conv5 (maps per image and scale, pooled on demand) | pooled
+    flip: bool = False  # also extract horizontally flipped images (training splits)
+    device: str = "auto"  # auto | cpu | cuda
+    norm_sample_images: int = 200  # images sampled to estimate the mean feature norm
+    norm_sample_windows: int = 200  # windows per sampled image
+    norm_target: float = 20.0  # features are scaled to this mean L2 norm
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    fc_dim: int = 4096  # width of fc6 and fc7
+    dropout: float = 0.5
+    iterations: int = 300000
+    lr: float = 1e-4  # paper: 1e-4 for 250k iterations then 1e-5; released code: 1e-3
+    lr_steps: tuple[int, ...] = (250000,)  # iterations at which lr is divided by 10
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128  # windows per batch
+    fg_fraction: float = 0.25
+    fg_iou: float = 0.5  # foreground: max IoU with a ground-truth box >= this
+    bg_iou_low: float = 0.1  # background: max IoU in [bg_iou_low, fg_iou)
+    flip: bool = True  # training images plus horizontal flips
+    random_scale: bool = True  # training picks a random scale per window
+    val_every: int = 10000  # iterations between validations (model selection)
+    workers: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SvmConfig:
+    features: str = "fc7"  # fc7 (fine-tuned head) | pool (the SPP vector, no fine-tuning)
+    C: float = 0.001
+    positive_weight: float = 2.0
+    bias_feature: float = 10.0
+    negative_iou: float = 0.3  # negatives: IoU < this with every ground-truth box of the class
+    hard_threshold: float = -1.0001  # after the first image, negatives scoring above are added
+    evict_threshold: float = -1.2  # after each retrain, cached negatives scoring below are dropped
+    retrain_every: int = 2000  # retrain when this many new negatives have been added
+    workers: int = 0  # classes trained in parallel processes; 0 = all cores
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BboxConfig:
+    min_iou: float = 0.6  # training windows: IoU >= this with a ground-truth box (released: 0.5)
+    ridge_lambda: float = 1000.0  # released code: 4000 with target whitening
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    score_floor: float = -1.5  # per-class score floor before NMS (released code)
+    nms_iou: float = 0.3
+    max_per_class: int = 100  # boxes per class per image
+    bbox_regression: bool = True
+    score_threshold: float = 0.0  # loose-image mode: boxes drawn and written above this score
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    metric: str = "voc07"  # voc07 (11-point) | voc10 (area) | coco (pycocotools)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    propose: ProposeConfig = field(default_factory=ProposeConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    spp: SppConfig = field(default_factory=SppConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    svm: SvmConfig = field(default_factory=SvmConfig)
+    bbox: BboxConfig = field(default_factory=BboxConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: str = "runs/default"  # the run folder every stage writes into
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# strict merging
+
+
+def _coerce(value, tp, where: str):
+    """Check ``value`` (parsed TOML) against the annotation ``tp``; return it in that type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+def merge(obj, updates: dict, where: str = ""):
+    """Return a copy of dataclass ``obj`` with ``updates`` (nested dicts) applied strictly."""
+    hints = typing.get_type_hints(type(obj))
+    known = {f.name for f in fields(obj)}
+    changes = {}
+    for key, value in updates.items():
+        path = f"{where}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown key '{path}'; valid keys here: {', '.join(sorted(known))}")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{path}' is a section; expected a table, got {value!r}")
+            changes[key] = merge(current, value, f"{path}.")
+        else:
+            changes[key] = _coerce(value, hints[key], path)
+    return replace(obj, **changes)
+
+
+def parse_override(text: str) -> dict:
+    """``section.key=value`` -> nested dict; the value is read as TOML, else as a string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    if isinstance(value, str) and "," in value and not raw.strip().startswith(("'", '"')):
+        # scales=480,576 on a command line reads as a list of numbers
+        try:
+            value = [tomllib.loads(f"v = {v}")["v"] for v in value.split(",")]
+        except tomllib.TOMLDecodeError:
+            pass
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> PipelineConfig:
+    """Defaults, then the pipeline file (if any), then ``overrides`` (``section.key=value``)."""
+    cfg = PipelineConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: pipeline file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        try:
+            cfg = merge(cfg, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    for text in overrides:
+        cfg = merge(cfg, parse_override(text))
+    return cfg
+
+
+def with_values(section, **values):
+    """``section`` with the non-None ``values`` applied (command-line options on top)."""
+    given = {k: v for k, v in values.items() if v is not None}
+    return merge(section, given) if given else section
+
+
+# ---------------------------------------------------------------------------------------------
+# hashing and saving
+
+
+def to_dict(obj) -> dict:
+    return {f.name: (to_dict(v) if is_dataclass(v := getattr(obj, f.name)) else v) for f in fields(obj)}
+
+
+def config_hash(*sections) -> str:
+    """A short, stable hash of dataclass sections (and plain values): what artifacts are keyed on."""
+    payload = [to_dict(s) if is_dataclass(s) else s for s in sections]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def dump_toml(cfg: PipelineConfig) -> str:
+    """The resolved config as a pipeline file that :func:`load_config` reads back unchanged."""
+    top, tables = [], []
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if is_dataclass(v):
+            lines = [f"[{f.name}]"] + [f"{k} = {_toml_value(x)}" for k, x in to_dict(v).items()]
+            tables.append("\n".join(lines))
+        else:
+            top.append(f"{f.name} = {_toml_value(v)}")
+    return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
+
+
+def save_config(cfg: PipelineConfig, path: str | Path) -> Path:
+    """Write the resolved config as TOML (atomically), creating the folder."""
+    from .io_utils import atomic_write_text
+
+    return atomic_write_text(Path(path), dump_toml(cfg))
+
+
+def section_names() -> list[str]:
+    """The sections of a pipeline file, in order."""
+    return [f.name for f in fields(PipelineConfig) if f.default_factory is not dataclasses.MISSING]

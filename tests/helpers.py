@@ -1,0 +1,60 @@
+"""Small data makers shared by the tests (one place, as detectron2's utils/testing.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write_voc_xml(path: Path, filename: str, width: int, height: int, objects: list[dict]) -> None:
+    """Write a VOC annotation. ``objects``: dicts with name, box (1-based inclusive), difficult."""
+    objs = []
+    for o in objects:
+        x1, y1, x2, y2 = o["box"]
+        objs.append(
+            f"<object><name>{o['name']}</name><pose>Unspecified</pose>"
+            f"<truncated>{int(o.get('truncated', 0))}</truncated><difficult>{int(o.get('difficult', 0))}</difficult>"
+            f"<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        )
+    path.write_text(
+        f"<annotation><folder>VOC</folder><filename>{filename}</filename>"
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+        + "".join(objs)
+        + "</annotation>"
+    )
+
+
+def make_voc_tree(
+    root: Path,
+    classes: tuple[str, ...] = ("circle", "square"),
+    n_images: int = 4,
+    size: tuple[int, int] = (96, 128),
+    seed: int = 0,
+    splits: dict[str, list[int]] | None = None,
+) -> Path:
+    """A tiny VOC-style folder with random images, one or two objects each, and a classes.txt."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    h, w = size
+    ids = []
+    for i in range(n_images):
+        image_id = f"{i:06d}"
+        ids.append(image_id)
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), img)
+        objects = []
+        for k in range(1 + i % 2):
+            x1, y1 = int(rng.integers(1, w // 2)), int(rng.integers(1, h // 2))
+            x2, y2 = int(rng.integers(x1 + 5, w)), int(rng.integers(y1 + 5, h))
+            objects.append({"name": classes[(i + k) % len(classes)], "box": (x1, y1, x2, y2), "difficult": int(k == 1 and i == 3)})
+        write_voc_xml(root / "Annotations" / f"{image_id}.xml", f"{image_id}.jpg", w, h, objects)
+    splits = splits or {"train": list(range(n_images // 2)), "test": list(range(n_images // 2, n_images)), "trainval": list(range(n_images))}
+    for name, idx in splits.items():
+        (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{ids[i]}\n" for i in idx))
+    return root
