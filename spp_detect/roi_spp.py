@@ -1,0 +1,188 @@
+"""Fast spatial-pyramid pooling of many windows on one conv5 map (the per-window SPP of SPP-net).
+
+Bins follow PAPER.md: for a window of ``h x w`` cells and level ``n``, bin ``i`` covers rows
+``[floor(i*h/n), ceil((i+1)*h/n))`` of the window (columns likewise); bins may overlap, are
+never empty, and every window gives ``n x n`` outputs, including 1-cell windows.
+
+Why this is fast: a max over a rectangle equals the max of four overlapping power-of-two
+blocks, so after building a 2-D sparse table of the map (block maxima for sizes 2^a x 2^b) every
+bin costs four row gathers of C contiguous floats, whatever its area. Only the finest level is
+computed this way: when ``n`` divides the finest level ``N``, each coarse bin is exactly the
+union of ``N/n x N/n`` finest bins (``floor`` and ``ceil`` of ``i*h/n`` equal those of
+``(i*N/n)*h/N``), so coarse levels are maxima over finest-level bins. Levels that do not
+divide the finest one are computed with their own sparse-table queries.
+
+Windows are given as conv-cell rectangles ``(x1, y1, x2, y2)``, 0-based **inclusive** cell
+indices in the map's frame, already clamped into the map (see :mod:`spp_detect.geometry`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+
+def ordered_levels(levels: tuple[int, ...], concat_order: str) -> list[int]:
+    """Levels in concatenation order: ``coarse_first`` (1, 2, 3, 6: the released network's fc6
+    layout) or ``as_given``."""
+    if concat_order == "coarse_first":
+        return sorted(levels)
+    if concat_order == "as_given":
+        return list(levels)
+    raise ValueError(f"concat_order must be coarse_first or as_given, got {concat_order!r}")
+
+
+def bin_edges(length: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start (inclusive) and end (exclusive) offsets of ``n`` bins over windows of ``length`` cells.
+
+    ``length``: int64 (R,). Returns two int64 (R, n) tensors relative to the window start,
+    computed in integer arithmetic so they match ``floor(i*h/n)`` and ``ceil((i+1)*h/n)`` exactly.
+    """
+    i = torch.arange(n, device=length.device)
+    start = (i[None, :] * length[:, None]) // n
+    end = -((-(i[None, :] + 1) * length[:, None]) // n)
+    return start, end
+
+
+class SparseTable:
+    """Block maxima of a (C, H, W) map for block sizes 2^a x 2^b, a <= max_log_h, b <= max_log_w.
+
+    All tables live in one preallocated (cells, C) buffer, filled in place, so that a query
+    gathers contiguous channel vectors and no large temporary is allocated (fresh allocations,
+    not arithmetic, dominate the cost on CPU).
+    """
+
+    def __init__(self, fmap: torch.Tensor, max_log_h: int, max_log_w: int):
+        c, h, w = fmap.shape
+        self.channels = c
+        shapes = {(a, b): (h - (1 << a) + 1, w - (1 << b) + 1) for a in range(max_log_h + 1) for b in range(max_log_w + 1)}
+        offsets, offset = {}, 0
+        for key, (th, tw) in shapes.items():
+            offsets[key] = offset
+            offset += th * tw
+        self.buffer = torch.empty((offset, c), dtype=fmap.dtype, device=fmap.device)
+
+        def view(a, b):
+            th, tw = shapes[(a, b)]
+            return self.buffer[offsets[(a, b)] : offsets[(a, b)] + th * tw].view(th, tw, c)
+
+        view(0, 0).copy_(fmap.permute(1, 2, 0))
+        for a in range(max_log_h + 1):
+            if a > 0:
+                prev, half = view(a - 1, 0), 1 << (a - 1)
+                torch.maximum(prev[:-half], prev[half:], out=view(a, 0))
+            for b in range(1, max_log_w + 1):
+                prev, half = view(a, b - 1), 1 << (b - 1)
+                torch.maximum(prev[:, :-half], prev[:, half:], out=view(a, b))
+        n_a, n_b = max_log_h + 1, max_log_w + 1
+        self.offset = torch.tensor([[offsets[(a, b)] for b in range(n_b)] for a in range(n_a)], device=fmap.device)
+        self.width = torch.tensor([[shapes[(a, b)][1] for b in range(n_b)] for a in range(n_a)], device=fmap.device)
+
+    def indices(self, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """Buffer rows of the four blocks covering rows [y0, y1) x columns [x0, x1), shape (Q, 4)."""
+        y0, y1, x0, x1 = (t.reshape(-1) for t in (y0, y1, x0, x1))
+        a = _floor_log2(y1 - y0)
+        b = _floor_log2(x1 - x0)
+        base = self.offset[a, b]
+        stride = self.width[a, b]
+        ys = torch.stack([y0, y1 - (1 << a)], 1)  # (Q, 2)
+        xs = torch.stack([x0, x1 - (1 << b)], 1)
+        return (base[:, None, None] + ys[:, :, None] * stride[:, None, None] + xs[:, None, :]).view(-1, 4)
+
+    def query_into(self, idx: torch.Tensor, out: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Max over the four blocks of each query row of ``idx`` (Q, 4) into ``out`` (Q, C)."""
+        c = self.channels
+        q = min(chunk, len(idx))
+        work = torch.empty((q * 4, c), dtype=self.buffer.dtype, device=self.buffer.device)
+        pair = torch.empty((q, c), dtype=self.buffer.dtype, device=self.buffer.device)
+        for s in range(0, len(idx), chunk):
+            e = min(s + chunk, len(idx))
+            g = torch.index_select(self.buffer, 0, idx[s:e].reshape(-1), out=work[: (e - s) * 4]).view(e - s, 4, c)
+            # pairwise maxima: torch's amax over a length-4 middle axis is several times slower
+            torch.maximum(g[:, 0], g[:, 1], out=out[s:e])
+            torch.maximum(g[:, 2], g[:, 3], out=pair[: e - s])
+            torch.maximum(out[s:e], pair[: e - s], out=out[s:e])
+        return out
+
+    def query(self, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """Max over rows [y0, y1) and columns [x0, x1) per query (int64, same shape): (*shape, C)."""
+        idx = self.indices(y0, y1, x0, x1)
+        out = torch.empty((len(idx), self.channels), dtype=self.buffer.dtype, device=self.buffer.device)
+        return self.query_into(idx, out).view(*y0.shape, self.channels)
+
+
+def _merge_bins(level: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """(R, n*k, n*k, C) bins -> (R, n, n, C): each output bin is the max of a k x k block."""
+    r, _, _, c = level.shape
+    v = level.view(r, n, k, n, k, c)
+    out = v[:, :, 0, :, 0].clone()
+    for i in range(k):
+        for j in range(k):
+            if i or j:
+                torch.maximum(out, v[:, :, i, :, j], out=out)
+    return out
+
+
+def _floor_log2(x: torch.Tensor) -> torch.Tensor:
+    # exact for the small positive ints used here (bin sizes are < 2^24)
+    return torch.floor(torch.log2(x.to(torch.float64))).to(torch.int64)
+
+
+def roi_spp_pool(
+    fmap: torch.Tensor | np.ndarray,
+    rects: torch.Tensor | np.ndarray,
+    levels: tuple[int, ...] = (6, 3, 2, 1),
+    concat_order: str = "coarse_first",
+) -> torch.Tensor:
+    """SPP-pool every window of one conv map.
+
+    ``fmap``: (C, H, W) float. ``rects``: (R, 4) int, ``(x1, y1, x2, y2)`` 0-based inclusive
+    conv-cell indices inside the map. Returns (R, C * sum(n^2)) float32: levels concatenated in
+    the order of :func:`spp_detect.spp.ordered_levels` (``coarse_first``: 1x1, 2x2, 3x3, 6x6 as
+    the released network), each level flattened channel-major (C, n, n).
+    """
+    fmap = torch.as_tensor(fmap)
+    if fmap.dtype != torch.float32:
+        fmap = fmap.float()
+    rects = torch.as_tensor(np.asarray(rects) if not torch.is_tensor(rects) else rects, device=fmap.device).long()
+    c, h, w = fmap.shape
+    order = ordered_levels(levels, concat_order)
+    r = rects.shape[0]
+    dim = c * sum(n * n for n in levels)
+    if r == 0:
+        return torch.zeros((0, dim), dtype=torch.float32, device=fmap.device)
+    if (rects[:, 0] < 0).any() or (rects[:, 1] < 0).any() or (rects[:, 2] >= w).any() or (rects[:, 3] >= h).any() or (
+        rects[:, 2] < rects[:, 0]
+    ).any() or (rects[:, 3] < rects[:, 1]).any():
+        raise ValueError(f"rects must be inclusive cell rectangles inside the {h}x{w} map")
+    x0, y0 = rects[:, 0], rects[:, 1]
+    ww, hh = rects[:, 2] - x0 + 1, rects[:, 3] - y0 + 1
+
+    finest = max(levels)
+    direct = [n for n in levels if finest % n != 0 or n == finest]
+    # a bin of level n spans at most ceil(h/n) + 1 cells
+    max_len_h = int(((h + min(direct) - 1) // min(direct)) + 1)
+    max_len_w = int(((w + min(direct) - 1) // min(direct)) + 1)
+    table = SparseTable(fmap, int(np.log2(min(max_len_h, h))), int(np.log2(min(max_len_w, w))))
+
+    pooled: dict[int, torch.Tensor] = {}  # n -> (R, n, n, C)
+    for n in direct:
+        ys, ye = bin_edges(hh, n)
+        xs, xe = bin_edges(ww, n)
+        q_y0 = (y0[:, None] + ys)[:, :, None].expand(r, n, n)
+        q_y1 = (y0[:, None] + ye)[:, :, None].expand(r, n, n)
+        q_x0 = (x0[:, None] + xs)[:, None, :].expand(r, n, n)
+        q_x1 = (x0[:, None] + xe)[:, None, :].expand(r, n, n)
+        pooled[n] = table.query(q_y0, q_y1, q_x0, q_x1)
+    for n in sorted(levels, reverse=True):
+        if n not in pooled:
+            # derive from the coarsest already-pooled level that n divides: fewer maxima
+            src = min(m for m in pooled if m % n == 0)
+            pooled[n] = _merge_bins(pooled[src], n, src // n)
+    out = torch.empty((r, dim), dtype=torch.float32, device=fmap.device)
+    col = 0
+    for n in order:
+        out[:, col : col + c * n * n].view(r, c, n, n).copy_(pooled[n].permute(0, 3, 1, 2))
+        col += c * n * n
+    return out
