@@ -21,16 +21,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .spp import ordered_levels  # spp imports this module lazily, so no cycle
 
 
-def ordered_levels(levels: tuple[int, ...], concat_order: str) -> list[int]:
-    """Levels in concatenation order: ``coarse_first`` (1, 2, 3, 6: the released network's fc6
-    layout) or ``as_given``."""
-    if concat_order == "coarse_first":
-        return sorted(levels)
-    if concat_order == "as_given":
-        return list(levels)
-    raise ValueError(f"concat_order must be coarse_first or as_given, got {concat_order!r}")
 
 
 def bin_edges(length: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

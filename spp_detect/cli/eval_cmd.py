@@ -1,0 +1,84 @@
+"""``spp-detect eval``: score detections against a split's ground truth.
+
+Prints the per-class AP table and the mAP; ``--json-out`` also writes them as
+``{"metric", "mAP", "ap", "n_images", ...}``. Detections are a folder of devkit
+``comp4_det_<split>_<class>.txt`` files or a COCO results ``.json``; without ``--detections``
+the run folder's ``detections/<split>.json`` (what ``spp-detect detect`` writes) is used, and
+the JSON then defaults to ``RUN/eval/<split>.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import dataset_options, overwrite_option, run_option, with_config
+
+METRIC_CHOICES = ("voc07", "voc10", "coco")
+
+
+@click.command("eval")
+@dataset_options()
+@click.option(
+    "--detections",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="A folder of comp4_det_<split>_<class>.txt files or a COCO results .json. "
+    "Default: RUN/detections/<split>.json.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRIC_CHOICES),
+    default=None,
+    help="voc07 (11-point AP), voc10 (area under the precision envelope) or coco "
+    "(pycocotools, AP at IoU 0.5:0.95). Default: the pipeline's eval.metric.",
+)
+@click.option(
+    "--json-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the AP table as JSON here. Default with --run or run-folder detections: "
+    "RUN/eval/<split>.json.",
+)
+@run_option
+@with_config
+@overwrite_option
+def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric, json_out, run_dir, config_path, overrides, overwrite):
+    """Evaluate detections on a split: per-class AP table and mAP."""
+    from ..errors import ConfigError, DataError
+    from ..evaluation import evaluate, format_table, read_detections, result_to_json
+    from ..io_utils import atomic_write_json, check_overwrite
+    from .common import open_split, resolve_config
+
+    cfg, run = resolve_config(config_path, overrides, run_dir)
+    metric = metric or cfg.eval.metric
+    if metric not in METRIC_CHOICES:
+        raise ConfigError(f"eval.metric: unknown metric {metric!r}; choose one of {', '.join(METRIC_CHOICES)}")
+    split_name = split or cfg.data.test_split
+
+    from_run = detections is None
+    if from_run:
+        detections = run / "detections" / f"{split_name}.json"
+        if not detections.is_file():
+            raise DataError(
+                detections,
+                "no detections for this split in the run folder; run 'spp-detect detect' first or pass --detections",
+                "split",
+                split_name,
+            )
+    if json_out is None and (from_run or run_dir is not None):
+        json_out = run / "eval" / f"{split_name}.json"
+    if json_out is not None:
+        check_overwrite(json_out, overwrite)  # before the work, not after it
+
+    ds = open_split(cfg, dataset, split_name, data_root, image_dir, skip_bad)
+    dets = read_detections(detections, ds)
+    result = evaluate(ds, dets, metric)
+    click.echo(f"{ds.name} {ds.split}: {detections}")
+    click.echo(format_table(result))
+    if json_out is not None:
+        doc = result_to_json(result)
+        doc.update({"dataset": ds.name, "split": ds.split, "detections": str(detections)})
+        atomic_write_json(json_out, doc)
+        click.echo(f"wrote {json_out}")
