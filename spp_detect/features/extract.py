@@ -1,0 +1,421 @@
+"""Feature extraction: one conv pass per image and scale, every window projected and cached.
+
+For each image (PAPER.md, "Pipeline" steps 2-5):
+
+1. resize so the shorter side is ``s`` for each scale (longer side capped at ``max_size``);
+2. run the conv trunk once per scale, keep conv5 (after ReLU);
+3. for each window (the image's ground-truth boxes, then its proposals) choose one scale,
+   the one whose resized window area is closest to ``target_size^2``;
+4. project each window on every scale's map (the rectangles at the other scales serve the
+   fine-tuning's random scale per window) and store maps and rectangles; pooling happens on
+   demand in :class:`spp_detect.features.cache.FeatureCache`.
+
+Work is written in part files renamed into place when complete; the index comes last (see
+:mod:`.cache`), so a killed run resumes from the finished parts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..boxes import flip_horizontal
+from ..datasets.base import DetectionDataset, ImageRecord, load_image
+from ..errors import ArtifactError, DataError, SppError
+from ..io_utils import atomic_path, check_stamp, write_stamp
+from ..progress import progress
+from .cache import FEATURES_FORMAT, FEATURES_VERSION, PART_FORMAT, FeatureCache, parts_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """What extraction needs beyond the backbone (plain values, from ``[extract]`` and ``[spp]``)."""
+
+    scales: tuple[int, ...]
+    max_size: int = 0
+    target_size: int = 224
+    projection: str = "paper"
+    cache: str = "conv5"
+    flip: bool = False
+    levels: tuple[int, ...] = (6, 3, 2, 1)
+    concat_order: str = "coarse_first"
+    norm_sample_images: int = 200
+    norm_sample_windows: int = 200
+    seed: int = 0
+    images_per_part: int = 16
+    compression: str = "gzip"  # gzip (small, portable) | lzf (faster, h5py-only)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-image work
+
+
+def image_windows(record: ImageRecord, proposals: np.ndarray) -> tuple[np.ndarray, int]:
+    """The windows of an image: its usable ground-truth boxes first, then its proposals.
+
+    Both in the internal convention (0-based inclusive image pixels). Crowd (``ignore``) boxes
+    are left out. Returns ``(boxes float32 (N, 4), n_gt)``.
+    """
+    gt = record.boxes[~record.ignore] if len(record.boxes) else np.zeros((0, 4), np.float32)
+    boxes = np.concatenate([gt.astype(np.float32), np.asarray(proposals, np.float32).reshape(-1, 4)], 0)
+    return boxes, len(gt)
+
+
+class Extractor:
+    """Runs a backbone on images at several scales and projects windows on the maps."""
+
+    def __init__(self, backbone, settings: ExtractSettings, device: str = "cpu"):
+        import torch
+
+        self.settings = settings
+        self.device = torch.device(device)
+        self.backbone = backbone.eval().to(self.device)
+        self._cpu_backbone = None
+
+    def _forward(self, image: np.ndarray):
+        """conv5 of one resized image: (C, h, w) float32 on the CPU."""
+        import torch
+
+        x = self.backbone.preprocess(image).to(self.device)
+        try:
+            with torch.inference_mode():
+                return self.backbone(x)[0].float().cpu()
+        except torch.cuda.OutOfMemoryError:
+            # a large scale can exceed GPU memory: finish this one on the CPU
+            torch.cuda.empty_cache()
+            log.warning("GPU out of memory at %dx%d; running this scale on the CPU", *image.shape[:2])
+            if self._cpu_backbone is None:
+                import copy
+
+                self._cpu_backbone = copy.deepcopy(self.backbone).cpu()
+            with torch.inference_mode():
+                return self._cpu_backbone(x.cpu())[0].float()
+
+    def run(self, image: np.ndarray, boxes: np.ndarray) -> dict:
+        """Maps at every scale, each window's best scale and its rectangles at every scale."""
+        from ..geometry import boxes_to_resized, choose_scales, project_boxes, resize_image
+
+        s = self.settings
+        h, w = image.shape[:2]
+        maps, rects = [], np.zeros((len(boxes), len(s.scales), 4), np.int16)
+        rule = "released" if s.projection == "released" else "paper"
+        for k, scale in enumerate(s.scales):
+            resized, _factor = resize_image(image, scale, s.max_size)
+            fmap = self._forward(resized)
+            maps.append(fmap)
+            in_resized = boxes_to_resized(boxes, h, w, resized.shape[0], resized.shape[1], rule)
+            rects[:, k] = project_boxes(
+                in_resized, self.backbone.stride, self.backbone.offset, rule, fmap.shape[1], fmap.shape[2]
+            )
+        best = choose_scales(boxes, h, w, s.scales, s.target_size, s.max_size, rule)
+        return {"maps": maps, "rects": rects, "best_scale": best.astype(np.int8)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the part files
+
+
+def _write_image(g, boxes: np.ndarray, n_gt: int, result: dict, settings: ExtractSettings, compression) -> int:
+    """Write one image (or its mirror) into an open h5py group; returns bytes of feature data."""
+    import torch
+
+    from ..roi_spp import roi_spp_pool
+
+    g.attrs["n_gt"] = n_gt
+    g.create_dataset("boxes", data=boxes.astype(np.float32))
+    g.create_dataset("best_scale", data=result["best_scale"])
+    g.create_dataset("rects", data=result["rects"])
+    nbytes = 0
+    if settings.cache == "conv5":
+        for k, fmap in enumerate(result["maps"]):
+            arr = fmap.numpy().astype(np.float16)
+            c, mh, mw = arr.shape
+            # whole-map chunks (always read whole), split along channels to stay under ~1 MiB
+            chunk_c = max(1, min(c, (1 << 20) // max(1, 2 * mh * mw)))
+            ds = g.create_dataset(f"conv5_{k}", data=arr, chunks=(chunk_c, mh, mw), **compression)
+            nbytes += ds.id.get_storage_size()
+    else:
+        pooled = torch.empty((len(boxes), result["maps"][0].shape[0] * sum(n * n for n in settings.levels)))
+        for k in np.unique(result["best_scale"]):
+            sel = np.nonzero(result["best_scale"] == k)[0]
+            pooled[sel] = roi_spp_pool(result["maps"][int(k)], result["rects"][sel, int(k)], settings.levels, settings.concat_order)
+        arr = pooled.numpy().astype(np.float16)
+        chunk_rows = max(1, min(len(arr), (1 << 20) // max(1, 2 * arr.shape[1]))) if len(arr) else None
+        ds = g.create_dataset("pooled", data=arr, chunks=(chunk_rows, arr.shape[1]) if chunk_rows else None, **compression)
+        nbytes += ds.id.get_storage_size()
+    return nbytes
+
+
+def _compression(name: str) -> dict:
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+    if name == "lzf":
+        return {"compression": "lzf", "shuffle": True}
+    if name == "none":
+        return {}
+    raise SppError(f"unknown compression {name!r}; use gzip, lzf or none")
+
+
+def finished_parts(pdir: Path, stamp: dict) -> dict[str, str]:
+    """image_id -> part file name for every finished part whose stamp matches ``stamp``.
+
+    A part made with other settings means the cache is stale: an :class:`ArtifactError` names
+    the part and the key that differs.
+    """
+    import h5py
+
+    done: dict[str, str] = {}
+    if not pdir.is_dir():
+        return done
+    for path in sorted(pdir.glob("*.h5")):
+        if path.name.startswith("."):
+            continue  # a temporary part of a killed run
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError:
+            log.warning("ignoring unreadable part %s", path)
+            continue
+        with h5:
+            check_stamp(path, h5, PART_FORMAT, FEATURES_VERSION, stamp, remedy="pass --overwrite to start this cache again")
+            for image_id in h5.keys():
+                done[image_id] = path.name
+    return done
+
+
+def extract_split(
+    dataset: DetectionDataset,
+    proposals: dict[str, np.ndarray],
+    backbone,
+    settings: ExtractSettings,
+    out_path: Path,
+    stamp: dict,
+    device: str = "cpu",
+    overwrite: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    skip_bad: bool = False,
+) -> dict:
+    """Extract features for a split into ``out_path`` (the index) and its parts folder.
+
+    ``proposals``: image_id -> float32 (N, 4) internal-convention boxes. ``stamp``: the config
+    and input hashes the cache is keyed on. With ``world_size > 1`` this rank takes images
+    ``rank::world_size``; rank 0 writes the index once every rank has finished (the caller
+    synchronises ranks before :func:`finalize_index`). Returns a summary dict.
+    """
+    out_path = Path(out_path)
+    pdir = parts_dir(out_path)
+    if out_path.exists():
+        if not overwrite:
+            from ..io_utils import open_h5_checked
+
+            open_h5_checked(out_path, FEATURES_FORMAT, FEATURES_VERSION, stamp,
+                            remedy="pass --overwrite to extract again").close()
+            log.info("%s is complete and current; nothing to do", out_path)
+            return {"skipped": True}
+        if rank == 0:
+            out_path.unlink()
+    if overwrite and rank == 0 and pdir.exists():
+        shutil.rmtree(pdir)
+    if world_size > 1:
+        _barrier()
+    pdir.mkdir(parents=True, exist_ok=True)
+
+    done = finished_parts(pdir, stamp)
+    mine = [r for i, r in enumerate(dataset.records) if i % world_size == rank]
+    todo = [r for r in mine if r.image_id not in done]
+    if len(todo) < len(mine):
+        log.info("resuming: %d of %d images already extracted", len(mine) - len(todo), len(mine))
+    check_disk(todo, backbone, settings, pdir)
+
+    import h5py
+
+    extractor = Extractor(backbone, settings, device)
+    compression = _compression(settings.compression)
+    n_parts = len(list(pdir.glob(f"r{rank}-*.h5")))
+    pending: list[ImageRecord] = []
+    total_bytes, n_images, n_bad = 0, 0, 0
+    t0 = time.perf_counter()
+    bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"extract {dataset.split}", unit="img")
+
+    def flush(batch: list[tuple[ImageRecord, list]]):
+        nonlocal n_parts, total_bytes
+        if not batch:
+            return
+        target = pdir / f"r{rank}-{n_parts:05d}.h5"
+        while target.exists():
+            n_parts += 1
+            target = pdir / f"r{rank}-{n_parts:05d}.h5"
+        with atomic_path(target) as tmp:
+            with h5py.File(tmp, "w") as h5:
+                write_stamp(h5, PART_FORMAT, FEATURES_VERSION, stamp)
+                for record, views in batch:
+                    g = h5.create_group(record.image_id)
+                    g.attrs["height"], g.attrs["width"] = record.height, record.width
+                    for k, (boxes, n_gt, result) in enumerate(views):
+                        sub = g if k == 0 else g.create_group("flip")
+                        total_bytes += _write_image(sub, boxes, n_gt, result, settings, compression)
+        n_parts += 1
+
+    batch: list = []
+    for record in todo:
+        try:
+            image = load_image(record.path)
+            if image.shape[:2] != (record.height, record.width):
+                raise DataError(record.path, "image size differs from its annotation", "size",
+                                f"{image.shape[1]}x{image.shape[0]} vs {record.width}x{record.height}")
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            n_bad += 1
+            log.warning("skipping %s: %s", record.image_id, exc)
+            bar.update(1)
+            continue
+        props = proposals.get(record.image_id)
+        if props is None:
+            raise ArtifactError(f"no proposals for image '{record.image_id}'; rerun 'spp-detect propose' for this split")
+        boxes, n_gt = image_windows(record, props)
+        views = [(boxes, n_gt, extractor.run(image, boxes))]
+        if settings.flip:
+            fboxes = flip_horizontal(boxes, record.width)
+            views.append((fboxes, n_gt, extractor.run(np.ascontiguousarray(image[:, ::-1]), fboxes)))
+        batch.append((record, views))
+        n_images += 1
+        bar.update(1)
+        if len(batch) >= settings.images_per_part:
+            flush(batch)
+            batch = []
+    flush(batch)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if n_bad:
+        log.warning("skipped %d bad image(s)", n_bad)
+    return {
+        "skipped": False,
+        "images": n_images,
+        "seconds": seconds,
+        "bytes": total_bytes,
+        "bytes_per_image": total_bytes / max(1, n_images),
+        "bad_images": n_bad,
+    }
+
+
+def _barrier():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def estimate_bytes(records: list[ImageRecord], channels: int, stride: int, settings: ExtractSettings) -> int:
+    """Upper bound of the cache size: float16 conv5 maps, uncompressed (or pooled vectors)."""
+    from ..geometry import resize_shape
+
+    views = 2 if settings.flip else 1
+    total = 0
+    for r in records:
+        if settings.cache == "conv5":
+            for s in settings.scales:
+                nh, nw, _ = resize_shape(r.height, r.width, s, settings.max_size)
+                total += channels * (-(-nh // stride)) * (-(-nw // stride)) * 2
+        else:
+            total += 2000 * channels * sum(n * n for n in settings.levels) * 2
+    return total * views
+
+
+def check_disk(records: list[ImageRecord], backbone, settings: ExtractSettings, folder: Path) -> None:
+    """Print the estimated cache size and free disk; refuse if it cannot fit."""
+    need = estimate_bytes(records, backbone.out_channels, int(round(backbone.stride)), settings)
+    free = shutil.disk_usage(folder).free
+    log.info(
+        "feature cache for %d images: at most %.2f GB (float16, before compression); %.1f GB free",
+        len(records), need / 1e9, free / 1e9,
+    )
+    if need > free:
+        raise SppError(
+            f"the feature cache needs up to {need / 1e9:.1f} GB but {folder} has {free / 1e9:.1f} GB free; "
+            "free space, use fewer scales (--scales) or a --run folder on a larger disk"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# the index and the norm statistics
+
+
+def finalize_index(out_path: Path, image_ids: list[str], stamp: dict, meta: dict, settings: ExtractSettings) -> dict:
+    """Write the index once all parts exist: parts per image and the mean feature norm."""
+    import h5py
+
+    out_path = Path(out_path)
+    pdir = parts_dir(out_path)
+    done = finished_parts(pdir, stamp)
+    present = [i for i in image_ids if i in done]
+    missing = len(image_ids) - len(present)
+    if not present:
+        raise SppError(f"{out_path}: no image was extracted")
+    if missing:
+        log.warning("%d image(s) have no features (skipped as bad); they are left out of the index", missing)
+    part_names = sorted(set(done[i] for i in present))
+    part_index = {p: k for k, p in enumerate(part_names)}
+    with atomic_path(out_path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            write_stamp(h5, FEATURES_FORMAT, FEATURES_VERSION, stamp)
+            h5.attrs["meta"] = json.dumps(meta)
+            h5.attrs["pool_norm_mean"] = 1.0
+            h5.create_dataset("image_ids", data=np.array(present, dtype=object), dtype=h5py.string_dtype())
+            h5.create_dataset("part_names", data=np.array(part_names, dtype=object), dtype=h5py.string_dtype())
+            h5.create_dataset("part", data=np.array([part_index[done[i]] for i in present], np.int32))
+        # the mean norm needs a readable cache: measure it on the temporary index
+        norm = mean_pool_norm(FeatureCache(tmp, parts=pdir), settings)
+        with h5py.File(tmp, "a") as h5:
+            h5.attrs["pool_norm_mean"] = norm
+    return {"pool_norm_mean": norm, "images": len(present)}
+
+
+def mean_pool_norm(cache: FeatureCache, settings: ExtractSettings) -> float:
+    """Mean L2 norm of pooled features on a fixed random sample of images and windows."""
+    rng = np.random.default_rng(settings.seed)
+    ids = list(cache.image_ids)
+    pick = rng.choice(len(ids), size=min(settings.norm_sample_images, len(ids)), replace=False)
+    norms = []
+    with cache:
+        for i in sorted(pick):
+            win = cache.windows(ids[i])
+            n = len(win.boxes)
+            if n == 0:
+                continue
+            idx = np.sort(rng.choice(n, size=min(settings.norm_sample_windows, n), replace=False))
+            feats = cache.pool(ids[i], idx, windows=win)
+            norms.append(feats.norm(dim=1).numpy())
+    if not norms:
+        return 1.0
+    return float(np.concatenate(norms).mean())
+
+
+def cache_meta(backbone, settings: ExtractSettings) -> dict:
+    return {
+        "scales": list(settings.scales),
+        "levels": list(settings.levels),
+        "concat_order": settings.concat_order,
+        "channels": int(backbone.out_channels),
+        "stride": float(backbone.stride),
+        "offset": float(backbone.offset),
+        "cache": settings.cache,
+        "flip": bool(settings.flip),
+        "projection": settings.projection,
+        "target_size": settings.target_size,
+        "max_size": settings.max_size,
+    }
+
+
+def world() -> tuple[int, int]:
+    """(rank, world_size) under torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

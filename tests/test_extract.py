@@ -1,0 +1,118 @@
+"""Feature extraction and the cache: projection consistency, resume, stamps, pooled mode."""
+
+import numpy as np
+import pytest
+import torch
+
+from spp_detect.datasets import load_image, open_dataset
+from spp_detect.errors import ArtifactError
+from spp_detect.features.cache import FeatureCache, parts_dir
+from spp_detect.features.extract import ExtractSettings, extract_split, finalize_index, cache_meta
+from spp_detect.spp import spp_pool
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    from spp_detect.backbones import build_backbone
+
+    torch.manual_seed(0)
+    return build_backbone("zf5", "none", width=0.25)
+
+
+def _proposals(ds, n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for r in ds:
+        xy = rng.uniform(0, [r.width - 10, r.height - 10], (n, 2))
+        wh = rng.uniform(4, 60, (n, 2))
+        b = np.concatenate([xy, np.minimum(xy + wh, [r.width - 1, r.height - 1])], 1)
+        out[r.image_id] = b.astype(np.float32)
+    return out
+
+
+def _extract(ds, props, backbone, path, settings, stamp=None, **kw):
+    stamp = stamp or {"split": ds.split, "scales": list(settings.scales)}
+    summary = extract_split(ds, props, backbone, settings, path, stamp, **kw)
+    if not summary.get("skipped"):
+        finalize_index(path, ds.image_ids, stamp, cache_meta(backbone, settings), settings)
+    return summary
+
+
+def test_cache_pools_what_a_direct_pass_gives(tmp_path, tiny_voc, backbone):
+    ds = open_dataset(str(tiny_voc), "trainval")
+    props = _proposals(ds)
+    settings = ExtractSettings(scales=(96, 160), norm_sample_images=4, images_per_part=3)
+    path = tmp_path / "features" / "trainval.h5"
+    summary = _extract(ds, props, backbone, path, settings)
+    assert summary["images"] == 4 and summary["bytes_per_image"] > 0
+    with FeatureCache(path) as cache:
+        assert cache.image_ids == ds.image_ids
+        assert cache.dim == backbone.out_channels * 50
+        assert cache.pool_norm_mean > 0
+        r = ds.records[1]
+        win = cache.windows(r.image_id)
+        assert win.n_gt == len(r.boxes)
+        np.testing.assert_allclose(win.boxes[: win.n_gt], r.boxes)
+        np.testing.assert_allclose(win.proposals, props[r.image_id])
+        assert win.rects.shape == (len(win.boxes), 2, 4)
+        # a whole-map window at scale k pools exactly like spp_pool on a direct forward pass
+        from spp_detect.geometry import resize_image
+
+        img = load_image(r.path)
+        resized, _ = resize_image(img, 160)
+        with torch.inference_mode():
+            fmap = backbone(backbone.preprocess(resized))
+        stored = torch.from_numpy(cache.conv5(r.image_id, 1).astype(np.float32))
+        np.testing.assert_allclose(stored.numpy(), fmap[0].numpy(), rtol=2e-3, atol=2e-3)
+        h, w = stored.shape[1:]
+        full = torch.from_numpy(np.array([[0, 0, w - 1, h - 1]]))
+        from spp_detect.roi_spp import roi_spp_pool
+
+        np.testing.assert_allclose(roi_spp_pool(stored, full), spp_pool(stored[None]), rtol=0, atol=0)
+        feats = cache.pool(r.image_id)
+        assert feats.shape == (len(win.boxes), cache.dim)
+        sub = cache.pool(r.image_id, np.array([3, 0]), scale=np.array([0, 1]))
+        assert torch.equal(sub[1], roi_spp_pool(stored, win.rects[[0], 1])[0])
+
+
+def test_resume_after_interruption_and_stale_refusal(tmp_path, tiny_voc, backbone):
+    ds = open_dataset(str(tiny_voc), "trainval")
+    props = _proposals(ds)
+    settings = ExtractSettings(scales=(96,), norm_sample_images=4, images_per_part=1)
+    path = tmp_path / "f" / "trainval.h5"
+    # a run that dies on the third image leaves two finished parts and no index
+    bad = dict(props)
+    del bad[ds.image_ids[2]]
+    with pytest.raises(ArtifactError, match="no proposals for image"):
+        extract_split(ds, bad, backbone, settings, path, {"split": "trainval", "scales": [96]})
+    assert not path.exists()
+    assert len(list(parts_dir(path).glob("*.h5"))) == 2
+    (parts_dir(path) / ".r0-00002.h5.tmp-1-deadbeef").write_bytes(b"half a file")  # a killed write
+    summary = _extract(ds, props, backbone, path, settings, stamp={"split": "trainval", "scales": [96]})
+    assert summary["images"] == 2  # only the rest was computed
+    with FeatureCache(path) as cache:
+        assert sorted(cache.image_ids) == sorted(ds.image_ids)
+    # the same command again: nothing to do; other settings: refused, naming the key
+    assert extract_split(ds, props, backbone, settings, path, {"split": "trainval", "scales": [96]})["skipped"]
+    with pytest.raises(ArtifactError, match=r"made with scales=\[96\], but this run has scales=\[128\]"):
+        extract_split(ds, props, backbone, settings, path, {"split": "trainval", "scales": [128]})
+    with pytest.raises(ArtifactError, match="split='trainval'.*split='test'"):
+        FeatureCache(path, expect={"split": "test"})
+
+
+def test_pooled_cache_and_flip(tmp_path, tiny_voc, backbone):
+    ds = open_dataset(str(tiny_voc), "train")
+    props = _proposals(ds, n=5)
+    conv = ExtractSettings(scales=(96, 128), flip=True, norm_sample_images=2)
+    pooled = ExtractSettings(scales=(96, 128), flip=True, cache="pooled", norm_sample_images=2)
+    _extract(ds, props, backbone, tmp_path / "a.h5", conv)
+    _extract(ds, props, backbone, tmp_path / "b.h5", pooled)
+    with FeatureCache(tmp_path / "a.h5") as a, FeatureCache(tmp_path / "b.h5") as b:
+        i = ds.image_ids[0]
+        np.testing.assert_allclose(a.pool(i).numpy(), b.pool(i).numpy(), rtol=1e-2, atol=1e-2)
+        fw = a.windows(i, flip=True)
+        r = ds.records[0]
+        np.testing.assert_allclose(fw.boxes[:, 0], r.width - 1 - a.windows(i).boxes[:, 2])
+        assert a.pool(i, flip=True).shape == a.pool(i).shape
+        with pytest.raises(ArtifactError, match="only each window's best scale"):
+            b.pool(i, np.array([0]), scale=np.array([1 - b.windows(i).best_scale[0]]))
