@@ -104,12 +104,14 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128  # windows per batch
+    images_per_batch: int = 16  # a batch's windows come from this many images (conv5 maps read per step)
     fg_fraction: float = 0.25
     fg_iou: float = 0.5  # foreground: max IoU with a ground-truth box >= this
     bg_iou_low: float = 0.1  # background: max IoU in [bg_iou_low, fg_iou)
     flip: bool = True  # training images plus horizontal flips
     random_scale: bool = True  # training picks a random scale per window
-    val_every: int = 10000  # iterations between validations (model selection)
+    val_every: int = 10000  # iterations between validations (model selection) and checkpoints
+    val_images: int = 100  # validation windows come from this many val images (fixed sample)
     workers: int = 0
     seed: int = 0
 

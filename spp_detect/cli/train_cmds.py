@@ -1,0 +1,99 @@
+"""``spp-detect finetune``, ``train-svm`` and ``train-bbox``: the models trained on cached features."""
+
+from __future__ import annotations
+
+import click
+
+from .options import dataset_options, run_option, with_config, overwrite_option
+
+
+def _setup(config_path, overrides, run_dir, **section_values):
+    from dataclasses import replace
+
+    from ..config import with_values
+    from .common import resolve_config
+
+    cfg, run = resolve_config(config_path, overrides, run_dir)
+    for section, values in section_values.items():
+        cfg = replace(cfg, **{section: with_values(getattr(cfg, section), **values)})
+    return cfg, run
+
+
+@click.command("finetune")
+@dataset_options()
+@run_option
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="SGD iterations.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate.")
+@click.option("--resume", is_flag=True, help="Continue from RUN/models/finetune.ckpt.")
+@with_config
+@overwrite_option
+def finetune(dataset, split, data_root, image_dir, skip_bad, run_dir, iterations, lr, resume, config_path, overrides,
+             overwrite):
+    """Fine-tune fc6, fc7 and the classifier on the training split's cached SPP features.
+
+    Model selection on the validation split (data.val_split) when its features exist.
+    """
+    from ..pipeline import run_finetune
+    from .common import open_split, save_run_config
+
+    cfg, run = _setup(config_path, overrides, run_dir, finetune={"iterations": iterations, "lr": lr})
+    train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
+    val = open_split(cfg, dataset, cfg.data.val_split, data_root, image_dir, skip_bad) if cfg.data.val_split else None
+    save_run_config(cfg, run)
+    summary = run_finetune(cfg, run, train, val, overwrite=overwrite or resume, resume=resume)
+    if summary.get("skipped"):
+        click.echo(f"{summary['path']} is complete and current; nothing to do")
+        return
+    for h in summary["history"]:
+        click.echo("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items()))
+    click.echo(f"selected iteration {summary['selected_iteration']} -> {summary['path']}")
+
+
+@click.command("train-svm")
+@dataset_options()
+@run_option
+@click.option("--features", type=click.Choice(["fc7", "pool"]), default=None,
+              help="fc7 of the fine-tuned head (default) or the SPP vector (no fine-tuning).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Processes for retraining (0 = all cores).")
+@with_config
+@overwrite_option
+def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features, workers, config_path, overrides,
+              overwrite):
+    """One linear SVM per class with hard-negative mining -> RUN/models/svm.h5."""
+    from ..pipeline import run_train_svm
+    from .common import open_split, save_run_config
+
+    cfg, run = _setup(config_path, overrides, run_dir, svm={"features": features, "workers": workers})
+    train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
+    save_run_config(cfg, run)
+    summary = run_train_svm(cfg, run, train, overwrite=overwrite)
+    if summary.get("skipped"):
+        click.echo(f"{summary['path']} is complete and current; nothing to do")
+        return
+    for name, last in zip(train.classes, summary["final"]):
+        click.echo(f"{name:>14}: {last['positives']} positives, {last['kept_negatives']} hard negatives, "
+                   f"objective {last['objective']:.4f}")
+    click.echo(f"-> {summary['path']}")
+
+
+@click.command("train-bbox")
+@dataset_options()
+@run_option
+@click.option("--min-iou", type=click.FloatRange(0, 1), default=None, help="Training windows: IoU >= this.")
+@click.option("--ridge-lambda", type=click.FloatRange(min=0), default=None, help="Ridge regularisation.")
+@with_config
+@overwrite_option
+def train_bbox(dataset, split, data_root, image_dir, skip_bad, run_dir, min_iou, ridge_lambda, config_path, overrides,
+               overwrite):
+    """Per-class ridge regressors from the SPP vector to box offsets -> RUN/models/bbox.h5."""
+    from ..pipeline import run_train_bbox
+    from .common import open_split, save_run_config
+
+    cfg, run = _setup(config_path, overrides, run_dir, bbox={"min_iou": min_iou, "ridge_lambda": ridge_lambda})
+    train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
+    save_run_config(cfg, run)
+    summary = run_train_bbox(cfg, run, train, overwrite=overwrite)
+    if summary.get("skipped"):
+        click.echo(f"{summary['path']} is complete and current; nothing to do")
+        return
+    click.echo(f"training windows per class: {summary['windows_per_class']} -> {summary['path']}")

@@ -1,0 +1,241 @@
+"""Fine-tuning the fc layers on cached SPP features, conv layers frozen (PAPER.md, "Fine-tuning").
+
+Sampler: a window is foreground if its max IoU with a ground-truth box is >= ``fg_iou`` (label:
+that box's class), background if in ``[bg_iou_low, fg_iou)``. A batch of ``batch_size`` windows
+holds ``fg_fraction`` foreground and comes from ``images_per_batch`` random images (each image's
+conv5 map is read once per step), mirrored images half of the time when the cache has them, and
+a random scale per window. SGD with momentum and weight decay, biases at twice the learning rate,
+the learning rate divided by 10 at each step in ``lr_steps``.
+
+Model selection uses the validation split's cache (never the test split): the head with the
+lowest validation loss is kept. Checkpoints allow ``--resume``. Under torchrun the head runs in
+DistributedDataParallel, each rank drawing its own batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .datasets.base import DetectionDataset
+from .features.cache import FeatureCache
+from .head import SppHead, save_head
+from .io_utils import atomic_path
+from .progress import progress
+from .windows import label_windows, usable_gt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageSamples:
+    image_id: str
+    fg: np.ndarray  # window indices
+    fg_labels: np.ndarray  # class index + 1 (0 is background)
+    bg: np.ndarray
+
+
+def build_samples(cache: FeatureCache, ds: DetectionDataset, fg_iou: float, bg_low: float) -> list[ImageSamples]:
+    """Foreground and background windows of every cached image of ``ds``."""
+    out = []
+    for image_id in cache.image_ids:
+        record = ds.record(image_id)
+        win = cache.windows(image_id)
+        gt_boxes, gt_labels = usable_gt(record)
+        lab = label_windows(win.boxes, gt_boxes, gt_labels)
+        fg = np.nonzero(lab.max_iou >= fg_iou)[0]
+        bg = np.nonzero((lab.max_iou >= bg_low) & (lab.max_iou < fg_iou))[0]
+        out.append(ImageSamples(image_id, fg, lab.gt_label[fg] + 1, bg))
+    return [s for s in out if len(s.fg) or len(s.bg)]
+
+
+class BatchSampler:
+    """Draws (features, labels) batches from the cache as described in the module docstring."""
+
+    def __init__(self, cache: FeatureCache, samples: list[ImageSamples], batch_size: int, images_per_batch: int,
+                 fg_fraction: float, flip: bool, random_scale: bool, norm_scale: float, seed: int):
+        if not samples:
+            raise ValueError("no training windows: every image lacks foreground and background windows")
+        self.cache, self.samples = cache, samples
+        self.batch_size, self.images_per_batch = batch_size, min(images_per_batch, len(samples))
+        self.fg_fraction, self.flip = fg_fraction, flip and cache.has_flip
+        self.random_scale, self.norm_scale = random_scale, norm_scale
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = self.rng
+        picks = rng.choice(len(self.samples), self.images_per_batch, replace=False)
+        per_image = np.full(self.images_per_batch, self.batch_size // self.images_per_batch)
+        per_image[: self.batch_size % self.images_per_batch] += 1
+        feats, labels = [], []
+        for k, n in zip(picks, per_image):
+            s = self.samples[k]
+            n_fg = min(len(s.fg), int(round(n * self.fg_fraction))) if len(s.fg) else 0
+            n_bg = n - n_fg if len(s.bg) else 0
+            if n_bg == 0 and len(s.fg):
+                n_fg = n
+            fg_pick = rng.choice(len(s.fg), n_fg, replace=n_fg > len(s.fg)) if n_fg else np.zeros(0, int)
+            bg_pick = rng.choice(len(s.bg), n_bg, replace=n_bg > len(s.bg)) if n_bg else np.zeros(0, int)
+            idx = np.concatenate([s.fg[fg_pick], s.bg[bg_pick]])
+            lab = np.concatenate([s.fg_labels[fg_pick], np.zeros(n_bg, np.int64)])
+            flip = bool(self.flip and rng.random() < 0.5)
+            scale = rng.integers(0, len(self.cache.scales), len(idx)) if self.random_scale else None
+            feats.append(self.cache.pool(s.image_id, idx, scale=scale, flip=flip))
+            labels.append(torch.from_numpy(lab.astype(np.int64)))
+        return torch.cat(feats) * self.norm_scale, torch.cat(labels)
+
+
+def fixed_batches(sampler: BatchSampler, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [sampler.draw() for _ in range(n_batches)]
+
+
+def evaluate(head: nn.Module, batches) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``head`` on fixed batches."""
+    head.eval()
+    loss, correct, n = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            logits = head(x)
+            loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+    head.train()
+    return loss / max(n, 1), correct / max(n, 1)
+
+
+def finetune(
+    train_cache: FeatureCache,
+    train_ds: DetectionDataset,
+    val: tuple[FeatureCache, DetectionDataset] | None,
+    out_path: Path,
+    stamp: dict,
+    *,
+    fc_dim: int,
+    dropout: float,
+    iterations: int,
+    lr: float,
+    lr_steps: tuple[int, ...],
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    images_per_batch: int,
+    fg_fraction: float,
+    fg_iou: float,
+    bg_iou_low: float,
+    flip: bool,
+    random_scale: bool,
+    val_every: int,
+    val_images: int,
+    norm_target: float = 20.0,
+    seed: int = 0,
+    resume: bool = False,
+) -> dict:
+    """Train the head and save the selected one to ``out_path`` (models/head.pt)."""
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    torch.manual_seed(seed + rank)
+    n_classes = len(train_ds.classes)
+    norm_scale = train_cache.norm_scale(norm_target)
+    samples = build_samples(train_cache, train_ds, fg_iou, bg_iou_low)
+    n_fg = sum(len(s.fg) for s in samples)
+    log.info("fine-tuning on %d images: %d foreground, %d background windows", len(samples), n_fg,
+             sum(len(s.bg) for s in samples))
+    sampler = BatchSampler(train_cache, samples, batch_size, images_per_batch, fg_fraction, flip, random_scale,
+                           norm_scale, seed + 1000 * rank)
+    val_batches = None
+    if val is not None:
+        v_cache, v_ds = val
+        v_samples = build_samples(v_cache, v_ds, fg_iou, bg_iou_low)[:val_images]
+        if v_samples:
+            v_sampler = BatchSampler(v_cache, v_samples, batch_size, images_per_batch, fg_fraction, False, False,
+                                     v_cache.norm_scale(norm_target), seed + 7)
+            val_batches = fixed_batches(v_sampler, max(1, len(v_samples) // max(1, images_per_batch)))
+    else:
+        log.warning("no validation features: the last iterate is kept (extract the val split for model selection)")
+
+    head = SppHead(train_cache.dim, fc_dim, n_classes, dropout)
+    model: nn.Module = head
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(head)
+    weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in head.named_parameters() if n.endswith("bias")]
+    opt = torch.optim.SGD([
+        {"params": weights, "lr": lr, "weight_decay": weight_decay},
+        {"params": biases, "lr": 2 * lr, "weight_decay": 0.0},  # bias lr x2, as the released solver
+    ], lr=lr, momentum=momentum)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=0.1)
+
+    ckpt_path = out_path.with_name("finetune.ckpt")
+    start, best, history = 0, None, []
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck["stamp"] != stamp:
+            log.warning("checkpoint %s was made from other inputs; starting again", ckpt_path)
+        else:
+            head.load_state_dict(ck["head"])
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
+            start, best, history = ck["iteration"], ck["best"], ck["history"]
+            sampler.rng = np.random.default_rng(seed + 1000 * rank + start)
+            log.info("resuming fine-tuning at iteration %d", start)
+
+    head.train()
+    bar = progress(total=iterations, initial=start, desc="finetune", unit="it")
+    running = []
+    for it in range(start, iterations):
+        x, y = sampler.draw()
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        running.append(loss.item())
+        bar.update(1)
+        done = it + 1
+        if done % val_every == 0 or done == iterations:
+            train_loss = float(np.mean(running))
+            running = []
+            entry = {"iteration": done, "train_loss": train_loss}
+            if val_batches is not None:
+                entry["val_loss"], entry["val_accuracy"] = evaluate(head, val_batches)
+                if best is None or entry["val_loss"] < best["val_loss"]:
+                    best = {"val_loss": entry["val_loss"], "iteration": done,
+                            "state": {k: v.clone() for k, v in head.state_dict().items()}}
+            history.append(entry)
+            bar.set_postfix({k: round(v, 4) for k, v in entry.items() if k != "iteration"})
+            if rank == 0:
+                with atomic_path(ckpt_path) as tmp:
+                    torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                "iteration": done, "best": best, "history": history, "stamp": stamp}, tmp)
+    bar.close()
+    if best is not None:
+        head.load_state_dict(best["state"])
+    head.eval()
+    fc7_norm = mean_fc7_norm(head, train_cache, norm_scale, seed)
+    meta = {
+        "stamp": stamp, "classes": list(train_ds.classes), "dropout": dropout, "pool_norm_scale": norm_scale,
+        "fc7_norm_mean": fc7_norm, "history": history, "selected_iteration": best["iteration"] if best else iterations,
+    }
+    if rank == 0:
+        save_head(out_path, head, meta)
+    return {"history": history, "selected_iteration": meta["selected_iteration"], "fc7_norm_mean": fc7_norm}
+
+
+def mean_fc7_norm(head: SppHead, cache: FeatureCache, norm_scale: float, seed: int, images: int = 200,
+                  windows: int = 200) -> float:
+    """Mean L2 norm of fc7 features on a fixed sample (PAPER.md: every layer scaled to norm 20)."""
+    rng = np.random.default_rng(seed)
+    ids = cache.image_ids
+    norms = []
+    with torch.no_grad():
+        for i in sorted(rng.choice(len(ids), min(images, len(ids)), replace=False)):
+            win = cache.windows(ids[i])
+            idx = np.sort(rng.choice(len(win.boxes), min(windows, len(win.boxes)), replace=False))
+            x = cache.pool(ids[i], idx, windows=win) * norm_scale
+            norms.append(head.fc7_features(x).norm(dim=1).numpy())
+    return float(np.concatenate(norms).mean()) if norms else 1.0

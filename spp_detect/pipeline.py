@@ -1,0 +1,381 @@
+"""The stages as functions of the resolved config: what each command and ``spp-detect run`` call.
+
+Each ``run_<stage>`` turns its config sections into plain arguments for the stage's own module
+(STYLE.md: the config stops at the edge), decides the artifact paths inside the run folder,
+and returns a small summary dict for the command to print.
+
+Run folder layout (DESIGN.md)::
+
+    RUN/config.toml                 the resolved config
+    RUN/pretrain/backbone.pt        (pretrain) the backbone trained here
+    RUN/proposals/<split>.h5        (propose)
+    RUN/features/<split>.h5         (extract) + <split>.parts/
+    RUN/models/head.pt              (finetune)
+    RUN/models/svm.h5               (train-svm)
+    RUN/models/bbox.h5              (train-bbox)
+    RUN/detections/<split>.json     (detect) + <split>/comp4_det_<split>_<class>.txt
+    RUN/eval/<split>.json           (eval)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import PipelineConfig, config_hash
+from .datasets.base import DetectionDataset
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def features_path(run: Path, split: str) -> Path:
+    return Path(run) / "features" / f"{split}.h5"
+
+
+def proposals_path(run: Path, split: str) -> Path:
+    return Path(run) / "proposals" / f"{split}.h5"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("extract.device: 'cuda' was asked for but no CUDA device is available; use auto or cpu")
+    return device
+
+
+def resolve_weights(cfg: PipelineConfig, run: Path) -> str:
+    """``pretrained`` means the backbone this run's ``pretrain`` stage wrote."""
+    return str(run) if cfg.backbone.weights == "pretrained" else cfg.backbone.weights
+
+
+def load_backbone(cfg: PipelineConfig, run: Path):
+    from .backbones import build_backbone
+
+    b = cfg.backbone
+    return build_backbone(b.name, resolve_weights(cfg, run), b.input_convention, width=getattr(b, "width", 1.0))
+
+
+def backbone_fingerprint(backbone) -> str:
+    """Hash of the backbone's weights: caches are keyed on content, not on a file name."""
+    h = hashlib.sha256()
+    for k, v in sorted(backbone.trunk.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(repr(backbone.input_convention).encode())
+    return h.hexdigest()[:16]
+
+
+def load_proposals(run: Path, ds: DetectionDataset) -> tuple[dict, str]:
+    """Proposals of a split as ``{image_id: float32 (N, 4)}`` plus a hash of the file's stamp."""
+    from .proposals.store import read_proposals
+
+    path = proposals_path(run, ds.split)
+    props, stamp = read_proposals(path, ds)
+    return props, config_hash(stamp)
+
+
+def extract_settings(cfg: PipelineConfig):
+    from .features.extract import ExtractSettings
+
+    e = cfg.extract
+    return ExtractSettings(
+        scales=e.scales, max_size=e.max_size, target_size=e.target_size, projection=e.projection, cache=e.cache,
+        flip=e.flip, levels=cfg.spp.levels, concat_order=cfg.spp.concat_order,
+        norm_sample_images=e.norm_sample_images, norm_sample_windows=e.norm_sample_windows, seed=e.seed,
+    )
+
+
+def features_stamp(cfg: PipelineConfig, ds: DetectionDataset, proposals_hash: str, backbone) -> dict:
+    """What a feature cache is keyed on; each option separately so a mismatch names it."""
+    e = cfg.extract
+    return {
+        "dataset": ds.name, "split": ds.split, "data_fingerprint": ds.fingerprint(), "proposals": proposals_hash,
+        "backbone": backbone.name, "backbone_weights": backbone_fingerprint(backbone),
+        "scales": list(e.scales), "max_size": e.max_size, "target_size": e.target_size, "projection": e.projection,
+        "cache": e.cache, "flip": e.flip, "levels": list(cfg.spp.levels), "concat_order": cfg.spp.concat_order,
+    }
+
+
+def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False) -> dict:
+    from .features.extract import cache_meta, extract_split, finalize_index, world
+
+    rank, world_size = world()
+    if world_size > 1:
+        _init_distributed()
+    backbone = load_backbone(cfg, run)
+    proposals, proposals_hash = load_proposals(run, ds)
+    settings = extract_settings(cfg)
+    stamp = features_stamp(cfg, ds, proposals_hash, backbone)
+    out = features_path(run, ds.split)
+    device = resolve_device(cfg.extract.device)
+    if device == "cuda" and world_size > 1:
+        import torch
+
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    summary = extract_split(
+        ds, proposals, backbone, settings, out, stamp, device=device, overwrite=overwrite,
+        rank=rank, world_size=world_size, skip_bad=cfg.data.skip_bad,
+    )
+    summary["path"] = str(out)
+    if summary.get("skipped"):
+        return summary
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if rank == 0:
+        summary.update(finalize_index(out, ds.image_ids, stamp, cache_meta(backbone, settings), settings))
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return summary
+
+
+def _init_distributed() -> None:
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def settings_dict(section) -> dict:
+    return asdict(section)
+
+
+# ---------------------------------------------------------------------------------------------
+# training and detection
+
+
+def models_dir(run: Path) -> Path:
+    return Path(run) / "models"
+
+
+def open_features(run: Path, ds: DetectionDataset):
+    from .features.cache import FeatureCache
+
+    return FeatureCache(features_path(run, ds.split), expect={"split": ds.split, "data_fingerprint": ds.fingerprint()})
+
+
+def feature_key(cache) -> str:
+    """Identity of a feature cache (its stamp), what trained models are keyed on."""
+    return config_hash(cache.stamp)
+
+
+def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val_ds: DetectionDataset | None,
+                 overwrite: bool = False, resume: bool = False) -> dict:
+    from .finetune import finetune
+    from .io_utils import check_overwrite
+
+    out = models_dir(run) / "head.pt"
+    f = cfg.finetune
+    cache = open_features(run, train_ds)
+    stamp = {"features": feature_key(cache), "finetune": config_hash(f)}
+    if out.exists() and not overwrite:
+        from .head import load_head
+
+        load_head(out, expect=stamp)
+        return {"skipped": True, "path": str(out)}
+    check_overwrite(out, True)
+    val = None
+    if val_ds is not None and features_path(run, val_ds.split).is_file():
+        val = (open_features(run, val_ds), val_ds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = finetune(
+        cache, train_ds, val, out, stamp, fc_dim=f.fc_dim, dropout=f.dropout, iterations=f.iterations, lr=f.lr,
+        lr_steps=f.lr_steps, momentum=f.momentum, weight_decay=f.weight_decay, batch_size=f.batch_size,
+        images_per_batch=f.images_per_batch, fg_fraction=f.fg_fraction, fg_iou=f.fg_iou, bg_iou_low=f.bg_iou_low,
+        flip=f.flip, random_scale=f.random_scale, val_every=f.val_every, val_images=f.val_images,
+        norm_target=cfg.extract.norm_target, seed=f.seed, resume=resume,
+    )
+    summary["path"] = str(out)
+    return summary
+
+
+def feature_provider(cfg: PipelineConfig, run: Path, cache, kind: str):
+    from .head import load_head
+    from .scoring import FeatureProvider
+
+    if kind == "fc7":
+        head, meta = load_head(models_dir(run) / "head.pt")
+        return FeatureProvider("fc7", cache, head, meta, cfg.extract.norm_target), config_hash(meta["stamp"], meta["fc7_norm_mean"])
+    return FeatureProvider("pool", cache, target=cfg.extract.norm_target), "pool"
+
+
+def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False) -> dict:
+    import json
+    import os
+
+    import h5py
+    import numpy as np
+
+    from .io_utils import atomic_path, open_h5_checked, write_stamp
+    from .progress import progress
+    from .svm import SvmImage, train_svms, window_keys
+    from .windows import usable_gt
+
+    s = cfg.svm
+    out = models_dir(run) / "svm.h5"
+    cache = open_features(run, train_ds)
+    provider, head_key = feature_provider(cfg, run, cache, s.features)
+    stamp = {"features": feature_key(cache), "head": head_key, "svm": config_hash(s)}
+    if out.exists() and not overwrite:
+        open_h5_checked(out, "spp-detect/svm", 1, stamp, remedy="pass --overwrite to train again").close()
+        return {"skipped": True, "path": str(out)}
+
+    def images():
+        for image_id in progress(cache.image_ids, desc="train-svm", unit="img"):
+            record = train_ds.record(image_id)
+            win = cache.windows(image_id)
+            pooled = provider.pooled(image_id, windows=win)
+            feats = provider.from_pooled(pooled)
+            best = win.best_scale
+            keys = window_keys(win.rects[np.arange(len(best)), best], best)
+            gt_boxes, gt_labels = usable_gt(record)
+            labels = np.full(len(win.boxes), -1)
+            labels[: win.n_gt] = gt_labels[: win.n_gt]
+            yield SvmImage(image_id, feats.astype(np.float32), win.boxes, keys, labels, gt_boxes, gt_labels)
+
+    workers = s.workers or os.cpu_count() or 1
+    w, b, logs = train_svms(
+        images(), len(train_ds.classes), provider.dim, C=s.C, positive_weight=s.positive_weight,
+        bias_feature=s.bias_feature, negative_iou=s.negative_iou, hard_threshold=s.hard_threshold,
+        evict_threshold=s.evict_threshold, retrain_every=s.retrain_every, workers=workers, seed=s.seed,
+    )
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            write_stamp(h5, "spp-detect/svm", 1, stamp)
+            h5.attrs["features"] = s.features
+            h5.attrs["classes"] = json.dumps(list(train_ds.classes))
+            h5.attrs["logs"] = json.dumps(logs)
+            h5.create_dataset("weights", data=w)
+            h5.create_dataset("bias", data=b)
+    return {"path": str(out), "retrains": [len(x) for x in logs], "final": [x[-1] for x in logs]}
+
+
+def load_svms(run: Path):
+    import json
+
+    from .io_utils import open_h5_checked
+
+    with open_h5_checked(models_dir(run) / "svm.h5", "spp-detect/svm", 1, remedy="run 'spp-detect train-svm'") as h5:
+        return h5["weights"][()], h5["bias"][()], str(h5.attrs["features"]), json.loads(h5.attrs["classes"])
+
+
+def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False,
+                   max_per_class: int = 5000) -> dict:
+    import numpy as np
+
+    from .bbox_regression import BoxRegressors, encode, fit_ridge
+    from .io_utils import open_h5_checked
+    from .progress import progress
+    from .scoring import FeatureProvider
+    from .windows import label_windows, usable_gt
+
+    bb = cfg.bbox
+    out = models_dir(run) / "bbox.h5"
+    cache = open_features(run, train_ds)
+    stamp = {"features": feature_key(cache), "bbox": config_hash(bb), "max_per_class": max_per_class}
+    if out.exists() and not overwrite:
+        from .bbox_regression import BBOX_FORMAT, BBOX_VERSION
+
+        open_h5_checked(out, BBOX_FORMAT, BBOX_VERSION, stamp, remedy="pass --overwrite to train again").close()
+        return {"skipped": True, "path": str(out)}
+    provider = FeatureProvider("pool", cache, target=cfg.extract.norm_target)
+    k = len(train_ds.classes)
+    rng = np.random.default_rng(0)
+    xs: list[list[np.ndarray]] = [[] for _ in range(k)]
+    ys: list[list[np.ndarray]] = [[] for _ in range(k)]
+    seen = np.zeros(k, np.int64)
+    for image_id in progress(cache.image_ids, desc="train-bbox", unit="img"):
+        record = train_ds.record(image_id)
+        win = cache.windows(image_id)
+        gt_boxes, gt_labels = usable_gt(record)
+        lab = label_windows(win.boxes, gt_boxes, gt_labels)
+        sel = np.nonzero(lab.max_iou >= bb.min_iou)[0]
+        if len(sel) == 0:
+            continue
+        feats = provider.pooled(image_id, sel, windows=win).numpy()
+        targets = encode(win.boxes[sel], gt_boxes[lab.gt_index[sel]])
+        for c in np.unique(lab.gt_label[sel]):
+            m = lab.gt_label[sel] == c
+            xs[c].append(feats[m])
+            ys[c].append(targets[m])
+            seen[c] += int(m.sum())
+    dim = cache.dim
+    weights = np.zeros((k, dim, 4), np.float32)
+    bias = np.zeros((k, 4), np.float32)
+    counts = []
+    for c in range(k):
+        if not xs[c]:
+            counts.append(0)
+            continue
+        x, y = np.concatenate(xs[c]), np.concatenate(ys[c])
+        if len(x) > max_per_class:
+            # bounded memory and solve time: a fixed random subset of the class's windows
+            pick = rng.choice(len(x), max_per_class, replace=False)
+            x, y = x[pick], y[pick]
+        w, b = fit_ridge(x, y, bb.ridge_lambda)
+        weights[c], bias[c] = w, b
+        counts.append(len(x))
+    BoxRegressors(weights, bias, 1.0).save(out, {"stamp": stamp, "classes": list(train_ds.classes), "counts": counts})
+    return {"path": str(out), "windows_per_class": counts}
+
+
+def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False) -> dict:
+    import numpy as np
+
+    from .bbox_regression import BoxRegressors
+    from .evaluation.results_io import DetectionCollector, write_coco_results, write_comp4
+    from .io_utils import check_overwrite
+    from .progress import progress
+    from .scoring import DetectParams, detect_image
+
+    d = cfg.detect
+    out_json = Path(run) / "detections" / f"{ds.split}.json"
+    out_comp4 = Path(run) / "detections" / ds.split
+    check_overwrite(out_json, overwrite)
+    w, b, kind, classes = load_svms(run)
+    if tuple(classes) != tuple(ds.classes):
+        from .errors import ArtifactError
+
+        raise ArtifactError(f"{models_dir(run) / 'svm.h5'}: trained for classes {classes}, the dataset has {list(ds.classes)}")
+    cache = open_features(run, ds)
+    provider, _ = feature_provider(cfg, run, cache, kind)
+    regressors = BoxRegressors.load(models_dir(run) / "bbox.h5") if d.bbox_regression else None
+    params = DetectParams(d.score_floor, d.nms_iou, d.max_per_class, d.bbox_regression)
+    collector = DetectionCollector(ds.classes)
+    for image_id in progress(cache.image_ids, desc=f"detect {ds.split}", unit="img"):
+        record = ds.record(image_id)
+        win = cache.windows(image_id)
+        idx = np.arange(win.n_gt, len(win.boxes))  # proposals only: ground truth is not an input
+        pooled = provider.pooled(image_id, idx, windows=win)
+        feats = provider.from_pooled(pooled)
+        for c, boxes, scores in detect_image(feats, pooled.numpy(), win.boxes[idx], w, b, regressors,
+                                             record.height, record.width, params):
+            collector.add(image_id, c, boxes, scores)
+    dets = collector.finish()
+    write_coco_results(out_json, dets, ds, overwrite=overwrite)
+    write_comp4(out_comp4, dets, ds.classes, ds.split, overwrite=overwrite)
+    return {"path": str(out_json), "comp4": str(out_comp4), "detections": sum(len(v.scores) for v in dets.values())}
+
+
+def run_eval(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False) -> dict:
+    from .evaluation import evaluate
+    from .evaluation.report import format_table, result_to_json
+    from .evaluation.results_io import read_detections
+    from .io_utils import atomic_write_json, check_overwrite
+
+    out = Path(run) / "eval" / f"{ds.split}.json"
+    check_overwrite(out, overwrite)
+    dets = read_detections(Path(run) / "detections" / f"{ds.split}.json", ds)
+    result = evaluate(ds, dets, cfg.eval.metric)
+    atomic_write_json(out, result_to_json(result))
+    return {"path": str(out), "table": format_table(result), "mAP": result.mAP}

@@ -1,0 +1,31 @@
+import numpy as np
+
+from spp_detect.boxes import iou_matrix
+from spp_detect.nms import nms
+
+
+def slow_nms(boxes, scores, thr):
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    keep = []
+    for i in order:
+        if all(iou_matrix(boxes[[i]], boxes[[k]])[0, 0] <= thr for k in keep):
+            keep.append(i)
+    return keep
+
+
+def test_matches_slow_reference_on_random_boxes():
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        n = int(rng.integers(1, 60))
+        xy = rng.uniform(0, 50, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(0, 30, (n, 2))], 1).round()
+        scores = rng.permutation(n).astype(float)  # distinct scores: a unique greedy answer
+        for thr in (0.0, 0.3, 0.5, 0.7):
+            assert nms(boxes, scores, thr).tolist() == slow_nms(boxes, scores, thr)
+
+
+def test_inclusive_pixels_decide_suppression():
+    # 1-pixel-wide boxes: exclusive coordinates would give zero area and never suppress
+    boxes = np.array([[5, 0, 5, 9], [5, 0, 5, 9], [6, 0, 6, 9]], float)
+    assert nms(boxes, np.array([3.0, 2.0, 1.0]), 0.3).tolist() == [0, 2]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.3).tolist() == []

@@ -1,0 +1,103 @@
+"""Fine-tuning, SVMs, box regression and detection on a tiny cache, through the stage functions."""
+
+import numpy as np
+import pytest
+import torch
+
+from spp_detect.bbox_regression import decode, encode, fit_ridge
+from spp_detect.config import load_config
+from spp_detect.datasets import open_dataset
+from spp_detect.features.extract import ExtractSettings, cache_meta, extract_split, finalize_index
+from spp_detect.pipeline import features_path, run_detect, run_eval, run_finetune, run_train_bbox, run_train_svm
+
+
+def jittered_proposals(ds, n=40, seed=0):
+    """Windows around the ground truth (so there are foreground windows) plus random ones."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for r in ds:
+        boxes = []
+        for b in r.boxes:
+            w, h = b[2] - b[0] + 1, b[3] - b[1] + 1
+            for _ in range(6):
+                d = rng.normal(0, 0.08, 4) * [w, h, w, h]
+                boxes.append(b + d)
+        xy = rng.uniform(0, [r.width - 10, r.height - 10], (n, 2))
+        boxes += list(np.concatenate([xy, xy + rng.uniform(8, 50, (n, 2))], 1))
+        boxes = np.clip(np.array(boxes), 0, [r.width - 1, r.height - 1, r.width - 1, r.height - 1])
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
+        out[r.image_id] = boxes.astype(np.float32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from spp_detect.backbones import build_backbone
+    from tests.helpers import make_voc_tree
+
+    root = make_voc_tree(tmp_path_factory.mktemp("data") / "voc", n_images=8,
+                         splits={"train": [0, 1, 2, 3, 4], "val": [5], "test": [6, 7]})
+    run = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    backbone = build_backbone("zf5", "none", width=0.25)
+    settings = ExtractSettings(scales=(96, 128), flip=True, norm_sample_images=5)
+    for split in ("train", "val", "test"):
+        ds = open_dataset(str(root), split)
+        stamp = {"split": split, "data_fingerprint": ds.fingerprint()}
+        path = features_path(run, split)
+        extract_split(ds, jittered_proposals(ds), backbone, settings, path, stamp)
+        finalize_index(path, ds.image_ids, stamp, cache_meta(backbone, settings), settings)
+    cfg = load_config(None, [
+        "finetune.fc_dim=32", "finetune.iterations=20", "finetune.lr=0.01", "finetune.lr_steps=[15]",
+        "finetune.val_every=10", "finetune.batch_size=32", "finetune.images_per_batch=4",
+        "svm.retrain_every=50", "svm.workers=1", "svm.C=0.1", "detect.score_floor=-10",
+    ])
+    return cfg, run, root
+
+
+def test_stages_end_to_end(tiny_run):
+    cfg, run, root = tiny_run
+    train, val, test = (open_dataset(str(root), s) for s in ("train", "val", "test"))
+    ft = run_finetune(cfg, run, train, val)
+    assert [h["iteration"] for h in ft["history"]] == [10, 20]
+    assert all("val_loss" in h for h in ft["history"])
+    assert ft["selected_iteration"] in (10, 20)
+    assert run_finetune(cfg, run, train, val)["skipped"]  # current: nothing to do
+    svm = run_train_svm(cfg, run, train)
+    assert len(svm["final"]) == 2 and all(f["positives"] > 0 for f in svm["final"])
+    bbox = run_train_bbox(cfg, run, train)
+    assert sum(bbox["windows_per_class"]) > 0
+    det = run_detect(cfg, run, test)
+    assert det["detections"] > 0
+    ev = run_eval(cfg, run, test)
+    assert 0.0 <= ev["mAP"] <= 1.0 and "mAP" in ev["table"]
+    from spp_detect.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run_detect(cfg, run, test)
+
+
+def test_bbox_encode_decode_round_trip():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 100, (50, 2))
+    p = np.concatenate([p, p + rng.uniform(0, 80, (50, 2))], 1)
+    g = p + rng.normal(0, 5, (50, 4))
+    g[:, 2:] = np.maximum(g[:, 2:], g[:, :2])
+    np.testing.assert_allclose(decode(p, encode(p, g)), g, atol=1e-9)
+    np.testing.assert_allclose(decode(p, np.zeros((50, 4))), p, atol=1e-12)
+
+
+def test_ridge_recovers_linear_map():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 10))
+    w_true = rng.normal(size=(10, 4))
+    y = x @ w_true + 0.5
+    w, b = fit_ridge(x, y, 1e-6)
+    np.testing.assert_allclose(w, w_true, atol=1e-4)
+    np.testing.assert_allclose(b, 0.5, atol=1e-4)
+    # the dual solve (N < D) gives the same answer as the primal
+    xs, ys = x[:8], y[:8]
+    w1, b1 = fit_ridge(xs, ys, 3.0)
+    xc = xs - xs.mean(0)
+    w2 = np.linalg.solve(xc.T @ xc + 3.0 * np.eye(10), xc.T @ (ys - ys.mean(0)))
+    np.testing.assert_allclose(w1, w2, atol=1e-8)
