@@ -40,6 +40,10 @@ class DataConfig:
     val_split: str = "val"  # model selection during fine-tuning and pretraining (never test)
     test_split: str = "test"  # detect and eval
     skip_bad: bool = False  # per-image errors become warnings with a count at the end
+    synth_train: int = 300  # 'spp-detect run' writes the synthetic dataset when it is missing:
+    synth_val: int = 60  #   images per split
+    synth_test: int = 150
+    synth_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class BackboneConfig:
     name: str = "zf5"  # zf5 | alexnet | vgg16 | squeezenet1_0 | resnet50
     weights: str = "none"  # none | imagenet | a state_dict path | a run folder (pretrained here)
     input_convention: str = "auto"  # auto | torchvision | caffe: how pixels are normalised
+    # (also "released": the SPP-net code's BGR 0..255 minus 128; auto picks per weight source)
+    width: float = 1.0  # zf5 only: channel multiplier (0.25 -> 24..64 channels, for CPU demos); 1.0 = the paper's ZF-5
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,12 @@ class PretrainConfig:
     eval_sizes: tuple[int, ...] = (224, 180, 200)  # sizes validation top-1 is reported at
     workers: int = 0  # data-loading worker processes
     seed: int = 0
+    fc_dim: int = 4096  # width of the classification head's fc6 and fc7 (paper: 4096)
+    dropout: float = 0.5  # after fc6 and fc7
+    context: float = 0.1  # object crops extend each side by this fraction of the box (training: 0..2x, random)
+    background_iou: float = 0.3  # background crops have IoU below this with every object
+    warmup: float = 0.05  # fraction of the steps with a linear lr ramp from 0 (no BatchNorm in ZF-5)
+    device: str = "auto"  # auto | cpu | cuda
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def draw_detections(image_rgb: np.ndarray, boxes: np.ndarray, labels, scores, cl
 
     out = cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)
     thickness = max(1, round(min(out.shape[:2]) / 300))
-    for box, label, score in sorted(zip(boxes, labels, scores), key=lambda t: t[2]):
+    for box, label, score in sorted(zip(boxes, labels, scores, strict=True), key=lambda t: t[2]):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         colour = class_colour(int(label))
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)

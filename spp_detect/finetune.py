@@ -74,7 +74,7 @@ class BatchSampler:
         per_image = np.full(self.images_per_batch, self.batch_size // self.images_per_batch)
         per_image[: self.batch_size % self.images_per_batch] += 1
         feats, labels = [], []
-        for k, n in zip(picks, per_image):
+        for k, n in zip(picks, per_image, strict=True):
             s = self.samples[k]
             n_fg = min(len(s.fg), int(round(n * self.fg_fraction))) if len(s.fg) else 0
             n_bg = n - n_fg if len(s.bg) else 0

@@ -362,20 +362,158 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
                                              record.height, record.width, params):
             collector.add(image_id, c, boxes, scores)
     dets = collector.finish()
-    write_coco_results(out_json, dets, ds, overwrite=overwrite)
     write_comp4(out_comp4, dets, ds.classes, ds.split, overwrite=overwrite)
+    write_coco_results(out_json, dets, ds, overwrite=overwrite)
+    from .io_utils import atomic_write_json
+
+    atomic_write_json(detections_stamp_path(run, ds.split), {"stamp": detect_stamp(cfg, run, ds)})
     return {"path": str(out_json), "comp4": str(out_comp4), "detections": sum(len(v.scores) for v in dets.values())}
 
 
+def detections_stamp_path(run: Path, split: str) -> Path:
+    return Path(run) / "detections" / f"{split}.stamp.json"
+
+
+def detect_stamp(cfg: PipelineConfig, run: Path, ds: DetectionDataset) -> str:
+    """Hash of what the detections of a split were made from (models, features, settings)."""
+    import json
+
+    parts = [config_hash(cfg.detect), ds.fingerprint()]
+    for name in ("svm.h5", "bbox.h5", "head.pt"):
+        path = models_dir(run) / name
+        parts.append(hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "-")
+    fpath = features_path(run, ds.split)
+    if fpath.is_file():
+        import h5py
+
+        with h5py.File(fpath, "r") as h5:
+            parts.append(json.loads(h5.attrs.get("stamp", "{}")).get("backbone_weights", ""))
+    return config_hash(parts)
+
+
+def detections_current(cfg: PipelineConfig, run: Path, ds: DetectionDataset) -> bool:
+    import json
+
+    path = detections_stamp_path(run, ds.split)
+    if not path.is_file() or not (Path(run) / "detections" / f"{ds.split}.json").is_file():
+        return False
+    return json.loads(path.read_text()).get("stamp") == detect_stamp(cfg, run, ds)
+
+
 def run_eval(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False) -> dict:
+    import json
+
     from .evaluation import evaluate
     from .evaluation.report import format_table, result_to_json
     from .evaluation.results_io import read_detections
     from .io_utils import atomic_write_json, check_overwrite
 
     out = Path(run) / "eval" / f"{ds.split}.json"
-    check_overwrite(out, overwrite)
     dets = read_detections(Path(run) / "detections" / f"{ds.split}.json", ds)
     result = evaluate(ds, dets, cfg.eval.metric)
-    atomic_write_json(out, result_to_json(result))
+    record = dict(result_to_json(result))
+    stamp_path = detections_stamp_path(run, ds.split)
+    record["detections_stamp"] = json.loads(stamp_path.read_text())["stamp"] if stamp_path.is_file() else None
+    if out.exists() and not overwrite:
+        old = json.loads(out.read_text())
+        if old.get("detections_stamp") != record["detections_stamp"] or old.get("metric") != record["metric"]:
+            check_overwrite(out, overwrite)  # made from other detections: refuse to replace it
+        return {"path": str(out), "table": format_table(result), "mAP": result.mAP, "skipped": True}
+    atomic_write_json(out, record)
     return {"path": str(out), "table": format_table(result), "mAP": result.mAP}
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole pipeline
+
+
+def ensure_synth(cfg: PipelineConfig) -> None:
+    """Write the built-in synthetic dataset if the pipeline uses it and it is not there yet."""
+    from .datasets.registry import default_data_root
+
+    if cfg.data.dataset != "synth":
+        return
+    root = (Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()) / "synth"
+    if (root / "ImageSets" / "Main" / f"{cfg.data.test_split}.txt").is_file():
+        return
+    from .datasets.synth import generate_synth
+
+    d = cfg.data
+    log.info("writing the synthetic dataset to %s", root)
+    generate_synth(root, train=d.synth_train, val=d.synth_val, test=d.synth_test, seed=d.synth_seed)
+
+
+def annotate_examples(cfg: PipelineConfig, run: Path, ds: DetectionDataset, n: int = 6) -> list[Path]:
+    """Draw the test detections of a few images into RUN/examples/ (pictures to look at)."""
+    import numpy as np
+
+    from .datasets.base import load_image
+    from .draw import draw_detections, write_png
+    from .evaluation.results_io import read_detections
+
+    dets = read_detections(Path(run) / "detections" / f"{ds.split}.json", ds)
+    written = []
+    for record in ds.records[:n]:
+        boxes, labels, scores = [], [], []
+        for c, name in enumerate(ds.classes):
+            cd = dets.get(name)
+            if cd is None:
+                continue
+            m = (np.asarray(cd.image_ids) == record.image_id) & (np.asarray(cd.scores) > cfg.detect.score_threshold)
+            boxes += list(np.asarray(cd.boxes)[m])
+            scores += list(np.asarray(cd.scores)[m])
+            labels += [c] * int(m.sum())
+        picture = draw_detections(load_image(record.path), np.array(boxes).reshape(-1, 4), labels, scores, ds.classes)
+        written.append(write_png(Path(run) / "examples" / f"{record.image_id}.png", picture))
+    return written
+
+
+def run_pipeline(cfg: PipelineConfig, run: Path, overwrite: bool = False, until: str | None = None):
+    """Run every stage in order; yields ``(stage, summary, seconds)`` after each.
+
+    A stage whose outputs are complete and current reports ``skipped``; one whose outputs exist
+    but were made from other inputs is refused with the file to remove, unless ``overwrite``.
+    """
+    import time
+
+    from .cli.common import open_split
+
+    d = cfg.data
+
+    def split(name):
+        return open_split(cfg, None, name, None, None, None)
+
+    def timed(stage, f):
+        t = time.perf_counter()
+        summary = f()
+        return stage, summary, time.perf_counter() - t
+
+    stages = []
+    stages.append(("data", lambda: (ensure_synth(cfg) or {"skipped": False})))
+    if cfg.backbone.weights == "pretrained":
+        stages.append(("pretrain", lambda: run_pretrain(cfg, run, split(d.train_split), split(d.val_split) if d.val_split else None, overwrite=overwrite)))
+    splits = [d.train_split] + ([d.val_split] if d.val_split else []) + [d.test_split]
+    stages.append(("propose", lambda: [run_propose(cfg, run, split(s), overwrite=overwrite) for s in splits][-1]))
+    stages.append(("extract", lambda: [run_extract(cfg, run, split(s), overwrite=overwrite) for s in splits][-1]))
+    stages.append(("finetune", lambda: run_finetune(cfg, run, split(d.train_split), split(d.val_split) if d.val_split else None, overwrite=overwrite)))
+    stages.append(("train-svm", lambda: run_train_svm(cfg, run, split(d.train_split), overwrite=overwrite)))
+    stages.append(("train-bbox", lambda: run_train_bbox(cfg, run, split(d.train_split), overwrite=overwrite)))
+
+    def detect():
+        test = split(d.test_split)
+        if not overwrite and detections_current(cfg, run, test):
+            return {"skipped": True}
+        return run_detect(cfg, run, test, overwrite=overwrite)
+
+    def evaluate_and_draw():
+        test = split(d.test_split)
+        summary = run_eval(cfg, run, test, overwrite=overwrite)
+        summary["examples"] = [str(p) for p in annotate_examples(cfg, run, test)]
+        return summary
+
+    stages.append(("detect", detect))
+    stages.append(("eval", evaluate_and_draw))
+    for stage, f in stages:
+        yield timed(stage, f)
+        if stage == until:
+            return

@@ -178,7 +178,7 @@ class HardNegativeTrainer:
             neg = st.neg_features.astype(np.float32) if st.neg_features is not None else np.zeros((0, len(st.w)), np.float32)
             tasks.append((pos, neg, self.C, self.positive_weight, self.bias_feature, self.seed))
         results = list(self._pool.map(_fit_task, tasks)) if self._pool is not None and len(tasks) > 1 else [_fit(*t) for t in tasks]
-        for st, (w, b, objective), task in zip(states, results, tasks):
+        for st, (w, b, objective), task in zip(states, results, tasks, strict=True):
             st.w, st.b = w, b
             st.retrains += 1
             n_before = 0 if st.neg_features is None else len(st.neg_features)

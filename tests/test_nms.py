@@ -15,7 +15,7 @@ def slow_nms(boxes, scores, thr):
 
 def test_matches_slow_reference_on_random_boxes():
     rng = np.random.default_rng(0)
-    for trial in range(30):
+    for _ in range(30):
         n = int(rng.integers(1, 60))
         xy = rng.uniform(0, 50, (n, 2))
         boxes = np.concatenate([xy, xy + rng.uniform(0, 30, (n, 2))], 1).round()

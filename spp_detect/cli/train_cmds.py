@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import dataset_options, run_option, with_config, overwrite_option
+from .options import dataset_options, overwrite_option, run_option, with_config
 
 
 def _setup(config_path, overrides, run_dir, **section_values):
@@ -70,7 +70,7 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features,
     if summary.get("skipped"):
         click.echo(f"{summary['path']} is complete and current; nothing to do")
         return
-    for name, last in zip(train.classes, summary["final"]):
+    for name, last in zip(train.classes, summary["final"], strict=True):
         click.echo(f"{name:>14}: {last['positives']} positives, {last['kept_negatives']} hard negatives, "
                    f"objective {last['objective']:.4f}")
     click.echo(f"-> {summary['path']}")

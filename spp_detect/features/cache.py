@@ -89,7 +89,7 @@ class FeatureCache:
             self.meta = json.loads(h5.attrs["meta"])
             self.pool_norm_mean = float(h5.attrs["pool_norm_mean"])
         self.image_ids: list[str] = ids
-        self._part = {i: part_names[p] for i, p in zip(ids, part_of)}
+        self._part = {i: part_names[p] for i, p in zip(ids, part_of, strict=True)}
         self._open: OrderedDict[str, object] = OrderedDict()
         self._max_open = max_open
         self.scales: tuple[int, ...] = tuple(self.meta["scales"])

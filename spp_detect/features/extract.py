@@ -241,7 +241,6 @@ def extract_split(
     extractor = Extractor(backbone, settings, device)
     compression = _compression(settings.compression)
     n_parts = len(list(pdir.glob(f"r{rank}-*.h5")))
-    pending: list[ImageRecord] = []
     total_bytes, n_images, n_bad = 0, 0, 0
     t0 = time.perf_counter()
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"extract {dataset.split}", unit="img")
