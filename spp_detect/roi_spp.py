@@ -24,8 +24,6 @@ import torch
 from .spp import ordered_levels  # spp imports this module lazily, so no cycle
 
 
-
-
 def bin_edges(length: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Start (inclusive) and end (exclusive) offsets of ``n`` bins over windows of ``length`` cells.
 

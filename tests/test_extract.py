@@ -7,7 +7,7 @@ import torch
 from spp_detect.datasets import load_image, open_dataset
 from spp_detect.errors import ArtifactError
 from spp_detect.features.cache import FeatureCache, parts_dir
-from spp_detect.features.extract import ExtractSettings, extract_split, finalize_index, cache_meta
+from spp_detect.features.extract import ExtractSettings, cache_meta, extract_split, finalize_index
 from spp_detect.spp import spp_pool
 
 

@@ -8,7 +8,14 @@ from spp_detect.bbox_regression import decode, encode, fit_ridge
 from spp_detect.config import load_config
 from spp_detect.datasets import open_dataset
 from spp_detect.features.extract import ExtractSettings, cache_meta, extract_split, finalize_index
-from spp_detect.pipeline import features_path, run_detect, run_eval, run_finetune, run_train_bbox, run_train_svm
+from spp_detect.pipeline import (
+    features_path,
+    run_detect,
+    run_eval,
+    run_finetune,
+    run_train_bbox,
+    run_train_svm,
+)
 
 
 def jittered_proposals(ds, n=40, seed=0):

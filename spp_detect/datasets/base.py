@@ -116,14 +116,6 @@ def load_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of an image file, read from its header where possible."""
-    import cv2
-
-    img = load_image(path)
-    return int(img.shape[0]), int(img.shape[1])
-
-
 def validate_box(path, field_name: str, box, width: int | None, height: int | None) -> None:
     """Raise :class:`DataError` for a box with x1 > x2, y1 > y2, or outside the image.
 
