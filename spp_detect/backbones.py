@@ -149,14 +149,14 @@ class LayerOp:
         k = self.dilation[axis] * (self.kernel[axis] - 1) + 1
         s, p = self.stride[axis], self.padding[axis]
         span = n + 2 * p - k
-        if span < 0:
-            return 0
         if not self.ceil_mode:
-            return span // s + 1
+            return max(0, span // s + 1)
+        # ceil mode keeps a last window that runs past the end (even one larger than the input),
+        # as long as it starts inside the input or the left padding (PyTorch and Caffe agree)
         out = -(-span // s) + 1
-        if (out - 1) * s >= n + p:  # the last window must start inside the input or left pad
+        if out > 0 and (out - 1) * s >= n + p:
             out -= 1
-        return out
+        return max(0, out)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -353,12 +353,44 @@ class WithinChannelLRN(nn.Module):
         self.size, self.alpha, self.beta = size, alpha, beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = (self.size - 1) // 2
-        mean_sq = F.avg_pool2d(x * x, self.size, stride=1, padding=pad, count_include_pad=True)
-        return x / (1.0 + self.alpha * mean_sq).pow(self.beta)
+        return _WithinChannelLRNFunction.apply(x, self.size, self.alpha, self.beta)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}"
+
+
+def within_channel_lrn_reference(x: torch.Tensor, size: int = 3, alpha: float = 5e-5, beta: float = 0.75) -> torch.Tensor:
+    """The LRN spelled out with autograd ops: what :class:`WithinChannelLRN` is tested against."""
+    mean_sq = F.avg_pool2d(x * x, size, stride=1, padding=(size - 1) // 2, count_include_pad=True)
+    return x / (1.0 + alpha * mean_sq).pow(beta)
+
+
+class _WithinChannelLRNFunction(torch.autograd.Function):
+    """y = x * d^-beta, d = 1 + alpha * mean(x^2), with a hand-written backward.
+
+    Autograd through the spelled-out formula spends most of a ZF-5 training step on the CPU in
+    the LRNs (two powers, a division and their backward passes); here one power and one
+    pooling run each way. Backward: dy_j/dx_i = t_i [i = j] - (2 alpha beta / n^2) x_i x_j t_j / d_j
+    for i in the window of j, so grad = g t - 2 alpha beta x * mean_window(g x t / d), the
+    window mean being its own adjoint (zero padding, constant divisor).
+    """
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta):
+        pad = (size - 1) // 2
+        d = F.avg_pool2d(x * x, size, stride=1, padding=pad, count_include_pad=True).mul_(alpha).add_(1.0)
+        t = d.pow(-beta)
+        ctx.save_for_backward(x, d, t)
+        ctx.params = (size, alpha, beta)
+        return x * t
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, d, t = ctx.saved_tensors
+        size, alpha, beta = ctx.params
+        u = (grad * x).mul_(t).div_(d)
+        v = F.avg_pool2d(u, size, stride=1, padding=(size - 1) // 2, count_include_pad=True)
+        return grad * t - v.mul_(x).mul_(2.0 * alpha * beta), None, None, None
 
 
 # (name, out channels at width 1, kernel, stride, pad) of the released model-defs/Zeiler_conv5

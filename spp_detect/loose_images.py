@@ -1,0 +1,95 @@
+"""``spp-detect detect IMAGE...``: the whole test-time pipeline on image files with a trained run.
+
+For each file: selective search with the run's proposal settings, conv5 at the run's scales,
+windows projected and pooled, fc7 (or the SPP vector) scored by the SVMs, NMS, box regression.
+Writes ``<name>.json`` (boxes in 1-based inclusive VOC pixels and as COCO ``[x, y, w, h]``,
+class names, scores) and ``<name>.png`` with the boxes drawn.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .config import PipelineConfig
+from .errors import ArtifactError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Path, overwrite: bool = False) -> list:
+    import torch
+
+    from .bbox_regression import BoxRegressors
+    from .boxes import to_coco_xywh, to_voc
+    from .datasets.base import load_image
+    from .draw import draw_detections, write_png
+    from .features.cache import FeatureCache
+    from .features.extract import Extractor
+    from .head import load_head
+    from .io_utils import atomic_write_json, check_overwrite
+    from .pipeline import extract_settings, features_path, load_backbone, load_svms, models_dir, resolve_device
+    from .proposals.selective_search import propose_image
+    from .roi_spp import roi_spp_pool
+    from .scoring import DetectParams, detect_image
+
+    w, b, kind, classes = load_svms(run)
+    train_cache_path = features_path(run, cfg.data.train_split)
+    if not train_cache_path.is_file():
+        raise ArtifactError(f"{train_cache_path}: needed for the feature normalisation; is {run} a trained run folder?")
+    with FeatureCache(train_cache_path) as train_cache:
+        pool_scale = train_cache.norm_scale(cfg.extract.norm_target)
+        levels, order = train_cache.levels, train_cache.concat_order
+    head, meta = load_head(models_dir(run) / "head.pt") if kind == "fc7" else (None, None)
+    regressors = BoxRegressors.load(models_dir(run) / "bbox.h5") if cfg.detect.bbox_regression else None
+    settings = extract_settings(cfg)
+    extractor = Extractor(load_backbone(cfg, run), settings, resolve_device(cfg.extract.device))
+    params = DetectParams(cfg.detect.score_floor, cfg.detect.nms_iou, cfg.detect.max_per_class, cfg.detect.bbox_regression)
+    p = cfg.propose
+    written = []
+    for path in paths:
+        stem = Path(path).stem
+        out_json, out_png = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+        check_overwrite(out_json, overwrite)
+        check_overwrite(out_png, overwrite)
+        image = load_image(path)
+        h, wd = image.shape[:2]
+        boxes = propose_image(image, mode=p.mode, max_proposals=p.max_proposals, min_size=p.min_size)
+        if len(boxes) == 0:
+            raise DataError(path, "selective search found no window")
+        result = extractor.run(image, boxes)
+        pooled = torch.empty((len(boxes), result["maps"][0].shape[0] * sum(n * n for n in levels)))
+        best = result["best_scale"].astype(np.int64)
+        for k in np.unique(best):
+            sel = np.nonzero(best == k)[0]
+            pooled[sel] = roi_spp_pool(result["maps"][int(k)], result["rects"][sel, int(k)], levels, order)
+        pooled *= pool_scale
+        if kind == "fc7":
+            with torch.no_grad():
+                feats = (head.fc7_features(pooled) * (cfg.extract.norm_target / meta["fc7_norm_mean"])).numpy()
+        else:
+            feats = pooled.numpy()
+        found = detect_image(feats, pooled.numpy(), boxes, w, b, regressors, h, wd, params)
+        rows = []
+        for c, cboxes, scores in found:
+            for box, score in zip(cboxes, scores, strict=True):
+                if score > cfg.detect.score_threshold:
+                    rows.append((c, box, float(score)))
+        rows.sort(key=lambda r: -r[2])
+        record = {
+            "image": str(path), "width": wd, "height": h, "score_threshold": cfg.detect.score_threshold,
+            "detections": [
+                {"class": classes[c], "score": s, "box_voc": [round(float(v), 2) for v in to_voc(box[None])[0]],
+                 "bbox_xywh": [round(float(v), 2) for v in to_coco_xywh(box[None])[0]]}
+                for c, box, s in rows
+            ],
+        }
+        atomic_write_json(out_json, record)
+        picture = draw_detections(image, np.array([r[1] for r in rows]).reshape(-1, 4), [r[0] for r in rows],
+                                  [r[2] for r in rows], classes)
+        write_png(out_png, picture)
+        written.append((out_json, len(rows)))
+        log.info("%s: %d boxes", path, len(rows))
+    return written
