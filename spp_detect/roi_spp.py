@@ -44,7 +44,9 @@ class SparseTable:
     not arithmetic, dominate the cost on CPU).
     """
 
-    def __init__(self, fmap: torch.Tensor, max_log_h: int, max_log_w: int):
+    def __init__(self, fmap: torch.Tensor, max_log_h: int, max_log_w: int, workspace: Workspace | None = None):
+        workspace = workspace or Workspace()
+        self.workspace = workspace
         c, h, w = fmap.shape
         self.channels = c
         shapes = {(a, b): (h - (1 << a) + 1, w - (1 << b) + 1) for a in range(max_log_h + 1) for b in range(max_log_w + 1)}
@@ -52,7 +54,7 @@ class SparseTable:
         for key, (th, tw) in shapes.items():
             offsets[key] = offset
             offset += th * tw
-        self.buffer = torch.empty((offset, c), dtype=fmap.dtype, device=fmap.device)
+        self.buffer = workspace.get("table", (offset, c), fmap.dtype, fmap.device)
 
         def view(a, b):
             th, tw = shapes[(a, b)]
@@ -85,8 +87,8 @@ class SparseTable:
         """Max over the four blocks of each query row of ``idx`` (Q, 4) into ``out`` (Q, C)."""
         c = self.channels
         q = min(chunk, len(idx))
-        work = torch.empty((q * 4, c), dtype=self.buffer.dtype, device=self.buffer.device)
-        pair = torch.empty((q, c), dtype=self.buffer.dtype, device=self.buffer.device)
+        work = self.workspace.get("gather", (q * 4, c), self.buffer.dtype, self.buffer.device)
+        pair = self.workspace.get("pair", (q, c), self.buffer.dtype, self.buffer.device)
         for s in range(0, len(idx), chunk):
             e = min(s + chunk, len(idx))
             g = torch.index_select(self.buffer, 0, idx[s:e].reshape(-1), out=work[: (e - s) * 4]).view(e - s, 4, c)
@@ -103,15 +105,39 @@ class SparseTable:
         return self.query_into(idx, out).view(*y0.shape, self.channels)
 
 
-def _merge_bins(level: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """(R, n*k, n*k, C) bins -> (R, n, n, C): each output bin is the max of a k x k block."""
+class Workspace:
+    """Scratch tensors reused from call to call.
+
+    On CPU, filling freshly allocated memory (page faults) cost as much as the pooling itself;
+    a pooler that keeps its scratch space between images avoids it. Buffers grow as needed.
+    """
+
+    def __init__(self):
+        self._store: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype, device) -> torch.Tensor:
+        numel = int(np.prod(shape))
+        buf = self._store.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != torch.device(device):
+            buf = torch.empty(max(numel, 1), dtype=dtype, device=device)
+            self._store[name] = buf
+        return buf[:numel].view(shape)
+
+
+def _merge_bins(level: torch.Tensor, n: int, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(R, n*k, n*k, C) bins -> (R, n, n, C): each output bin is the max of a k x k block.
+
+    Separable: columns within each block first, then rows (2(k-1) maxima instead of k^2 - 1).
+    """
     r, _, _, c = level.shape
-    v = level.view(r, n, k, n, k, c)
-    out = v[:, :, 0, :, 0].clone()
-    for i in range(k):
-        for j in range(k):
-            if i or j:
-                torch.maximum(out, v[:, :, i, :, j], out=out)
+    cols = level.view(r, n * k, n, k, c)
+    half = cols[:, :, :, 0].clone()  # (R, n*k, n, C)
+    for j in range(1, k):
+        torch.maximum(half, cols[:, :, :, j], out=half)
+    rows = half.view(r, n, k, n, c)
+    out = rows[:, :, 0].clone() if out is None else out.copy_(rows[:, :, 0])
+    for i in range(1, k):
+        torch.maximum(out, rows[:, :, i], out=out)
     return out
 
 
@@ -120,60 +146,80 @@ def _floor_log2(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(torch.log2(x.to(torch.float64))).to(torch.int64)
 
 
+class RoiSppPooler:
+    """SPP-pools windows of conv maps, keeping its scratch space between calls (one per worker).
+
+    ``levels``/``concat_order``: the pyramid and its layout (see :func:`roi_spp_pool`).
+    """
+
+    def __init__(self, levels: tuple[int, ...] = (6, 3, 2, 1), concat_order: str = "coarse_first"):
+        self.levels = tuple(int(n) for n in levels)
+        self.order = ordered_levels(self.levels, concat_order)
+        self.workspace = Workspace()
+
+    def __call__(self, fmap: torch.Tensor | np.ndarray, rects: torch.Tensor | np.ndarray,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """Pool ``rects`` (R, 4) of ``fmap`` (C, H, W) into ``out`` (R, D) or a new tensor."""
+        levels = self.levels
+        fmap = torch.as_tensor(fmap)
+        if fmap.dtype != torch.float32:
+            fmap = fmap.float()
+        rects = torch.as_tensor(np.asarray(rects) if not torch.is_tensor(rects) else rects, device=fmap.device).long()
+        c, h, w = fmap.shape
+        r = rects.shape[0]
+        dim = c * sum(n * n for n in levels)
+        if out is None:
+            out = torch.empty((r, dim), dtype=torch.float32, device=fmap.device)
+        if r == 0:
+            return out
+        if (rects[:, 0] < 0).any() or (rects[:, 1] < 0).any() or (rects[:, 2] >= w).any() or (rects[:, 3] >= h).any() or (
+            rects[:, 2] < rects[:, 0]
+        ).any() or (rects[:, 3] < rects[:, 1]).any():
+            raise ValueError(f"rects must be inclusive cell rectangles inside the {h}x{w} map")
+        x0, y0 = rects[:, 0], rects[:, 1]
+        ww, hh = rects[:, 2] - x0 + 1, rects[:, 3] - y0 + 1
+
+        finest = max(levels)
+        direct = [n for n in levels if finest % n != 0 or n == finest]
+        # a bin of level n spans at most ceil(h/n) + 1 cells
+        max_len_h = int(((h + min(direct) - 1) // min(direct)) + 1)
+        max_len_w = int(((w + min(direct) - 1) // min(direct)) + 1)
+        table = SparseTable(fmap, int(np.log2(min(max_len_h, h))), int(np.log2(min(max_len_w, w))), self.workspace)
+
+        pooled: dict[int, torch.Tensor] = {}  # n -> (R, n, n, C)
+        for n in direct:
+            ys, ye = bin_edges(hh, n)
+            xs, xe = bin_edges(ww, n)
+            idx = table.indices(
+                (y0[:, None] + ys)[:, :, None].expand(r, n, n), (y0[:, None] + ye)[:, :, None].expand(r, n, n),
+                (x0[:, None] + xs)[:, None, :].expand(r, n, n), (x0[:, None] + xe)[:, None, :].expand(r, n, n),
+            )
+            level = self.workspace.get(f"level{n}", (r * n * n, c), torch.float32, fmap.device)
+            pooled[n] = table.query_into(idx, level).view(r, n, n, c)
+        for n in sorted(levels, reverse=True):
+            if n not in pooled:
+                # derive from the coarsest already-pooled level that n divides: fewer maxima
+                src = min(m for m in pooled if m % n == 0)
+                target = self.workspace.get(f"level{n}", (r, n, n, c), torch.float32, fmap.device)
+                pooled[n] = _merge_bins(pooled[src], n, src // n, target)
+        col = 0
+        for n in self.order:
+            out[:, col : col + c * n * n].view(r, c, n, n).copy_(pooled[n].permute(0, 3, 1, 2))
+            col += c * n * n
+        return out
+
+
 def roi_spp_pool(
     fmap: torch.Tensor | np.ndarray,
     rects: torch.Tensor | np.ndarray,
     levels: tuple[int, ...] = (6, 3, 2, 1),
     concat_order: str = "coarse_first",
 ) -> torch.Tensor:
-    """SPP-pool every window of one conv map.
+    """SPP-pool every window of one conv map (a one-off :class:`RoiSppPooler` call).
 
     ``fmap``: (C, H, W) float. ``rects``: (R, 4) int, ``(x1, y1, x2, y2)`` 0-based inclusive
     conv-cell indices inside the map. Returns (R, C * sum(n^2)) float32: levels concatenated in
     the order of :func:`spp_detect.spp.ordered_levels` (``coarse_first``: 1x1, 2x2, 3x3, 6x6 as
     the released network), each level flattened channel-major (C, n, n).
     """
-    fmap = torch.as_tensor(fmap)
-    if fmap.dtype != torch.float32:
-        fmap = fmap.float()
-    rects = torch.as_tensor(np.asarray(rects) if not torch.is_tensor(rects) else rects, device=fmap.device).long()
-    c, h, w = fmap.shape
-    order = ordered_levels(levels, concat_order)
-    r = rects.shape[0]
-    dim = c * sum(n * n for n in levels)
-    if r == 0:
-        return torch.zeros((0, dim), dtype=torch.float32, device=fmap.device)
-    if (rects[:, 0] < 0).any() or (rects[:, 1] < 0).any() or (rects[:, 2] >= w).any() or (rects[:, 3] >= h).any() or (
-        rects[:, 2] < rects[:, 0]
-    ).any() or (rects[:, 3] < rects[:, 1]).any():
-        raise ValueError(f"rects must be inclusive cell rectangles inside the {h}x{w} map")
-    x0, y0 = rects[:, 0], rects[:, 1]
-    ww, hh = rects[:, 2] - x0 + 1, rects[:, 3] - y0 + 1
-
-    finest = max(levels)
-    direct = [n for n in levels if finest % n != 0 or n == finest]
-    # a bin of level n spans at most ceil(h/n) + 1 cells
-    max_len_h = int(((h + min(direct) - 1) // min(direct)) + 1)
-    max_len_w = int(((w + min(direct) - 1) // min(direct)) + 1)
-    table = SparseTable(fmap, int(np.log2(min(max_len_h, h))), int(np.log2(min(max_len_w, w))))
-
-    pooled: dict[int, torch.Tensor] = {}  # n -> (R, n, n, C)
-    for n in direct:
-        ys, ye = bin_edges(hh, n)
-        xs, xe = bin_edges(ww, n)
-        q_y0 = (y0[:, None] + ys)[:, :, None].expand(r, n, n)
-        q_y1 = (y0[:, None] + ye)[:, :, None].expand(r, n, n)
-        q_x0 = (x0[:, None] + xs)[:, None, :].expand(r, n, n)
-        q_x1 = (x0[:, None] + xe)[:, None, :].expand(r, n, n)
-        pooled[n] = table.query(q_y0, q_y1, q_x0, q_x1)
-    for n in sorted(levels, reverse=True):
-        if n not in pooled:
-            # derive from the coarsest already-pooled level that n divides: fewer maxima
-            src = min(m for m in pooled if m % n == 0)
-            pooled[n] = _merge_bins(pooled[src], n, src // n)
-    out = torch.empty((r, dim), dtype=torch.float32, device=fmap.device)
-    col = 0
-    for n in order:
-        out[:, col : col + c * n * n].view(r, c, n, n).copy_(pooled[n].permute(0, 3, 1, 2))
-        col += c * n * n
-    return out
+    return RoiSppPooler(levels, concat_order)(fmap, rects)

@@ -99,6 +99,9 @@ class FeatureCache:
         self.mode: str = self.meta["cache"]
         self.has_flip: bool = bool(self.meta["flip"])
         self.dim = self.channels * sum(n * n for n in self.levels)
+        from ..roi_spp import RoiSppPooler
+
+        self._pooler = RoiSppPooler(self.levels, self.concat_order)
 
     # ------------------------------------------------------------------ access
     def __contains__(self, image_id: str) -> bool:
@@ -169,8 +172,6 @@ class FeatureCache:
         """
         import torch
 
-        from ..roi_spp import roi_spp_pool
-
         win = windows if windows is not None else self.windows(image_id, flip)
         n = len(win.boxes)
         index = np.arange(n) if index is None else np.asarray(index, dtype=np.int64)
@@ -187,9 +188,10 @@ class FeatureCache:
         for k in np.unique(scale):
             sel = np.nonzero(scale == k)[0]
             fmap = torch.from_numpy(g[f"conv5_{int(k)}"][()]).to(device)
-            out[torch.as_tensor(sel, device=device)] = roi_spp_pool(
-                fmap, win.rects[index[sel], int(k)], self.levels, self.concat_order
-            )
+            if len(sel) == len(index):
+                self._pooler(fmap, win.rects[index, int(k)], out=out)  # one scale: pool in place
+            else:
+                out[torch.as_tensor(sel, device=device)] = self._pooler(fmap, win.rects[index[sel], int(k)])
         return out
 
     def close(self) -> None:
