@@ -590,6 +590,22 @@ def build_backbone(
     if convention is None:
         convention = _auto_convention(kind, path)
 
+    # random init under a fixed seed: every process (torchrun ranks) and every rerun builds the
+    # same network, so caches keyed on the weights stay valid
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        trunk, channels, head = _build_trunk(name, kind, path, state, width, keep_classifier)
+    if saved is not None:
+        got = saved["state_dict"]
+        expected = trunk.state_dict()
+        check_state_dict(str(path), got, expected, {k for k in expected if not _is_optional(k)}, f"backbone {name}")
+        trunk.load_state_dict(got, strict=False)
+    backbone = Backbone(name, trunk, channels, convention, head=head, width=width)
+    return backbone.eval()
+
+
+def _build_trunk(name: str, kind: str, path: Path | None, state: dict | None, width: float, keep_classifier: bool):
+    """The trunk (and the ImageNet head when asked) with ``state`` loaded, if any."""
     if name == "zf5":
         if kind == "imagenet":
             raise ConfigError(
@@ -607,13 +623,7 @@ def build_backbone(
         trunk, channels, head = _cut_torchvision(name, model)
         if not keep_classifier:
             head = None
-    if saved is not None:
-        got = saved["state_dict"]
-        expected = trunk.state_dict()
-        check_state_dict(str(path), got, expected, {k for k in expected if not _is_optional(k)}, f"backbone {name}")
-        trunk.load_state_dict(got, strict=False)
-    backbone = Backbone(name, trunk, channels, convention, head=head, width=width)
-    return backbone.eval()
+    return trunk, channels, head
 
 
 def _load_torchvision(name: str, kind: str, path: Path | None, state: dict | None, keep_classifier: bool) -> nn.Module:

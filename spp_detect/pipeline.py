@@ -73,11 +73,10 @@ def backbone_fingerprint(backbone) -> str:
 
 def load_proposals(run: Path, ds: DetectionDataset) -> tuple[dict, str]:
     """Proposals of a split as ``{image_id: float32 (N, 4)}`` plus a hash of the file's stamp."""
-    from .proposals.store import read_proposals
+    from .proposals.store import ProposalStore
 
-    path = proposals_path(run, ds.split)
-    props, stamp = read_proposals(path, ds)
-    return props, config_hash(stamp)
+    with ProposalStore(proposals_path(run, ds.split), ds) as store:
+        return store.load_all(), config_hash(store.stamp)
 
 
 def extract_settings(cfg: PipelineConfig):
@@ -477,6 +476,8 @@ def run_pipeline(cfg: PipelineConfig, run: Path, overwrite: bool = False, until:
     import time
 
     from .cli.common import open_split
+    from .pretrain import run_pretrain
+    from .proposals.run import run_propose
 
     d = cfg.data
 

@@ -34,7 +34,7 @@ def extract(dataset, split, data_root, image_dir, skip_bad, run_dir, backbone, w
 
     from ..config import with_values
     from .common import open_split, resolve_config, save_run_config
-    from .stages import run_extract
+    from ..pipeline import run_extract
 
     cfg, run = resolve_config(config_path, overrides, run_dir)
     cfg = replace(

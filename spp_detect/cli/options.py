@@ -2,7 +2,7 @@
 
 Index:
 - ``dataset_options``: ``--dataset``, ``--split``, ``--data-root``, ``--image-dir``, ``--skip-bad``
-- ``run_option``: ``--run`` (the run folder)
+- ``run_option``: ``--run`` / ``--run-dir`` (the run folder; torchrun needs the long name)
 - ``config_options``: ``--config`` (a pipeline file) and repeatable ``--set section.key=value``
 - ``overwrite_option``: ``--overwrite``
 - ``int_list`` / ``float_list``: callbacks for comma-separated lists (``--scales 480,576``)
@@ -79,6 +79,7 @@ def resolve_data_root(data_root: Path | None, cfg_value: str = "") -> Path:
 
 run_option = click.option(
     "--run",
+    "--run-dir",  # under torchrun, '--run' is an ambiguous prefix of torchrun's own --run-path
     "run_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
