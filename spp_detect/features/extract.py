@@ -124,31 +124,41 @@ class Extractor:
 # the part files
 
 
-def _write_image(g, boxes: np.ndarray, n_gt: int, result: dict, settings: ExtractSettings, compression) -> int:
-    """Write one image (or its mirror) into an open h5py group; returns bytes of feature data."""
-    import torch
+def _to_stored(result: dict, settings: ExtractSettings, pooler) -> dict:
+    """What the cache keeps of one image: float16 maps, or pooled float16 vectors (pooled mode).
 
-    from ..roi_spp import roi_spp_pool
-
-    g.attrs["n_gt"] = n_gt
-    g.create_dataset("boxes", data=boxes.astype(np.float32))
-    g.create_dataset("best_scale", data=result["best_scale"])
-    g.create_dataset("rects", data=result["rects"])
-    nbytes = 0
+    Done as soon as an image is extracted, so a part's images wait in memory at half size.
+    """
+    stored = {"rects": result["rects"], "best_scale": result["best_scale"]}
     if settings.cache == "conv5":
-        for k, fmap in enumerate(result["maps"]):
-            arr = fmap.numpy().astype(np.float16)
-            c, mh, mw = arr.shape
-            # whole-map chunks (always read whole), split along channels to stay under ~1 MiB
-            chunk_c = max(1, min(c, (1 << 20) // max(1, 2 * mh * mw)))
-            ds = g.create_dataset(f"conv5_{k}", data=arr, chunks=(chunk_c, mh, mw), **compression)
-            nbytes += ds.id.get_storage_size()
+        stored["maps"] = [fmap.numpy().astype(np.float16) for fmap in result["maps"]]
     else:
-        pooled = torch.empty((len(boxes), result["maps"][0].shape[0] * sum(n * n for n in settings.levels)))
+        import torch
+
+        n = len(result["rects"])
+        pooled = torch.empty((n, result["maps"][0].shape[0] * sum(k * k for k in settings.levels)))
         for k in np.unique(result["best_scale"]):
             sel = np.nonzero(result["best_scale"] == k)[0]
-            pooled[sel] = roi_spp_pool(result["maps"][int(k)], result["rects"][sel, int(k)], settings.levels, settings.concat_order)
-        arr = pooled.numpy().astype(np.float16)
+            pooled[torch.from_numpy(sel)] = pooler(result["maps"][int(k)], result["rects"][sel, int(k)])
+        stored["pooled"] = pooled.numpy().astype(np.float16)
+    return stored
+
+
+def _write_image(g, boxes: np.ndarray, n_gt: int, stored: dict, compression) -> int:
+    """Write one image (or its mirror) into an open h5py group; returns bytes of feature data."""
+    g.attrs["n_gt"] = n_gt
+    g.create_dataset("boxes", data=boxes.astype(np.float32))
+    g.create_dataset("best_scale", data=stored["best_scale"])
+    g.create_dataset("rects", data=stored["rects"])
+    nbytes = 0
+    for k, arr in enumerate(stored.get("maps", [])):
+        c, mh, mw = arr.shape
+        # whole-map chunks (always read whole), split along channels to stay under ~1 MiB
+        chunk_c = max(1, min(c, (1 << 20) // max(1, 2 * mh * mw)))
+        ds = g.create_dataset(f"conv5_{k}", data=arr, chunks=(chunk_c, mh, mw), **compression)
+        nbytes += ds.id.get_storage_size()
+    if "pooled" in stored:
+        arr = stored["pooled"]
         chunk_rows = max(1, min(len(arr), (1 << 20) // max(1, 2 * arr.shape[1]))) if len(arr) else None
         ds = g.create_dataset("pooled", data=arr, chunks=(chunk_rows, arr.shape[1]) if chunk_rows else None, **compression)
         nbytes += ds.id.get_storage_size()
@@ -239,6 +249,9 @@ def extract_split(
     import h5py
 
     extractor = Extractor(backbone, settings, device)
+    from ..roi_spp import RoiSppPooler
+
+    pooler = RoiSppPooler(settings.levels, settings.concat_order)
     compression = _compression(settings.compression)
     n_parts = len(list(pdir.glob(f"r{rank}-*.h5")))
     total_bytes, n_images, n_bad = 0, 0, 0
@@ -261,7 +274,7 @@ def extract_split(
                     g.attrs["height"], g.attrs["width"] = record.height, record.width
                     for k, (boxes, n_gt, result) in enumerate(views):
                         sub = g if k == 0 else g.create_group("flip")
-                        total_bytes += _write_image(sub, boxes, n_gt, result, settings, compression)
+                        total_bytes += _write_image(sub, boxes, n_gt, result, compression)
         n_parts += 1
 
     batch: list = []
@@ -282,10 +295,11 @@ def extract_split(
         if props is None:
             raise ArtifactError(f"no proposals for image '{record.image_id}'; rerun 'spp-detect propose' for this split")
         boxes, n_gt = image_windows(record, props)
-        views = [(boxes, n_gt, extractor.run(image, boxes))]
+        views = [(boxes, n_gt, _to_stored(extractor.run(image, boxes), settings, pooler))]
         if settings.flip:
             fboxes = flip_horizontal(boxes, record.width)
-            views.append((fboxes, n_gt, extractor.run(np.ascontiguousarray(image[:, ::-1]), fboxes)))
+            mirrored = extractor.run(np.ascontiguousarray(image[:, ::-1]), fboxes)
+            views.append((fboxes, n_gt, _to_stored(mirrored, settings, pooler)))
         batch.append((record, views))
         n_images += 1
         bar.update(1)
