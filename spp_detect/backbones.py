@@ -280,6 +280,7 @@ class Backbone(nn.Module):
         self.input_convention = input_convention
         self.width = float(width)
         self.head = head  # the ImageNet classifier after the cut, only when asked for
+        self.trunk.to(memory_format=torch.channels_last)
         self.ops = layer_ops(trunk)
         (sy, oy, ry), (sx, ox, rx) = ops_geometry(self.ops, 0), ops_geometry(self.ops, 1)
         if (sy, oy) != (sx, ox):
@@ -289,8 +290,12 @@ class Backbone(nn.Module):
         self.receptive_field: int = int(max(ry, rx))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) preprocessed input -> (N, out_channels, map_h, map_w) conv5 (after ReLU)."""
-        return self.trunk(x)
+        """(N, 3, H, W) preprocessed input -> (N, out_channels, map_h, map_w) conv5 (after ReLU).
+
+        Runs in channels-last layout: on the CPU the convolutions and poolings are 1.5 to 2
+        times faster than channels-first, the max-pooling ten times.
+        """
+        return self.trunk(x.contiguous(memory_format=torch.channels_last))
 
     def preprocess(self, images, device=None, dtype=torch.float32) -> torch.Tensor:
         """uint8 RGB (H, W, 3) / (N, H, W, 3) images -> the float NCHW input this trunk expects."""
@@ -379,7 +384,12 @@ class _WithinChannelLRNFunction(torch.autograd.Function):
     def forward(ctx, x, size, alpha, beta):
         pad = (size - 1) // 2
         d = F.avg_pool2d(x * x, size, stride=1, padding=pad, count_include_pad=True).mul_(alpha).add_(1.0)
-        t = d.pow(-beta)
+        if beta == 0.75:
+            # d^-0.75 = rsqrt(d) * sqrt(rsqrt(d)): five times cheaper than pow on the CPU
+            t = torch.rsqrt(d)
+            t.mul_(t.sqrt())
+        else:
+            t = d.pow(-beta)
         ctx.save_for_backward(x, d, t)
         ctx.params = (size, alpha, beta)
         return x * t

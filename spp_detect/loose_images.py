@@ -31,7 +31,8 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     from .head import load_head
     from .io_utils import atomic_write_json, check_overwrite
     from .pipeline import extract_settings, features_path, load_backbone, load_svms, models_dir, resolve_device
-    from .proposals.selective_search import propose_image
+    from .proposals.run import search_params
+    from .proposals.selective_search import selective_search
     from .roi_spp import roi_spp_pool
     from .scoring import DetectParams, detect_image
 
@@ -47,7 +48,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     settings = extract_settings(cfg)
     extractor = Extractor(load_backbone(cfg, run), settings, resolve_device(cfg.extract.device))
     params = DetectParams(cfg.detect.score_floor, cfg.detect.nms_iou, cfg.detect.max_per_class, cfg.detect.bbox_regression)
-    p = cfg.propose
+    params = search_params(cfg.propose, cfg.seed)
     written = []
     for path in paths:
         stem = Path(path).stem
@@ -56,7 +57,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
         check_overwrite(out_png, overwrite)
         image = load_image(path)
         h, wd = image.shape[:2]
-        boxes = propose_image(image, mode=p.mode, max_proposals=p.max_proposals, min_size=p.min_size)
+        boxes, _fallback = selective_search(image, params, stem)
         if len(boxes) == 0:
             raise DataError(path, "selective search found no window")
         result = extractor.run(image, boxes)
