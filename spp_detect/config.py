@@ -53,6 +53,9 @@ class ProposeConfig:
     min_size: int = 20  # boxes narrower or shorter than this many pixels are dropped
     workers: int = 0  # worker processes; 0 = all cores
     resize_to: int = 0  # run selective search on an image with this shorter side (0 = original)
+    # a box whose IoU with a better-ranked kept box exceeds this is dropped, so the
+    # max_proposals budget is not spent on near-copies (1.0 = keep them; exact copies always go)
+    near_duplicate_iou: float = 0.9
 
 
 @dataclass(frozen=True)

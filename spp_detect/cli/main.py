@@ -20,10 +20,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("data_cmd", "data", "Make the synthetic dataset or fetch VOC2007."),
     "eval": ("eval_cmd", "eval_cmd", "Evaluate detections: per-class AP table and mAP (VOC07/VOC10/COCO)."),
     "extract": ("extract_cmd", "extract", "Conv5 once per image and scale; windows projected; HDF5 feature cache."),
+    "pretrain": ("pretrain_cmd", "pretrain", "Pretrain a backbone as an SPP classifier of crops (multi-size training)."),
     "finetune": ("train_cmds", "finetune", "Fine-tune fc6/fc7/classifier on cached SPP features."),
     "train-svm": ("train_cmds", "train_svm", "Linear SVM per class with hard-negative mining."),
     "train-bbox": ("train_cmds", "train_bbox", "Ridge bounding-box regressors per class."),
+    "run": ("run_cmd", "run", "Run a whole pipeline file (pipelines/*.toml), skipping finished stages."),
     "detect": ("detect_cmd", "detect", "Detect on a split (VOC comp4 + COCO JSON) or on loose image files."),
+    "propose": ("propose_cmd", "propose", "Selective-search proposals for a split (or --import R-CNN .mat / JSON)."),
+    "proposals-recall": ("recall_cmd", "proposals_recall", "Recall and average recall of a split's proposals."),
 }
 
 

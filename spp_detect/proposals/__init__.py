@@ -1,0 +1,18 @@
+"""Region proposals: selective search, the proposals file, imports and recall.
+
+How later stages read proposals::
+
+    from spp_detect.proposals import ProposalStore, proposals_path
+    with ProposalStore(proposals_path(run, ds.split), ds) as store:   # checks dataset/split
+        boxes = store.boxes(image_id)      # float32 (N, 4), (x1, y1, x2, y2) 0-based inclusive
+        for image_id, boxes in store: ...  # file order, fast sequential reads
+
+Modules: :mod:`.selective_search` (the OpenCV search and the tuned recipes), :mod:`.filtering`
+(pure box steps), :mod:`.store` (file layout, resumable parts), :mod:`.run` (worker processes,
+the stage), :mod:`.importers` (R-CNN ``.mat`` and JSON), :mod:`.recall` (recall and AR).
+Heavy modules (OpenCV, h5py) load only when used.
+"""
+
+from .store import FORMAT, VERSION, ProposalStore, proposals_path, read_proposals
+
+__all__ = ["FORMAT", "VERSION", "ProposalStore", "proposals_path", "read_proposals"]
