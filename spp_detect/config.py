@@ -129,6 +129,7 @@ class FinetuneConfig:
     random_scale: bool = True  # training picks a random scale per window
     val_every: int = 10000  # iterations between validations (model selection) and checkpoints
     val_images: int = 100  # validation windows come from this many val images (fixed sample)
+    memory_mb: int = 4096  # decoded conv5 maps kept in RAM between steps (0 = read each time)
     workers: int = 0
     seed: int = 0
 

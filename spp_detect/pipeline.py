@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .config import PipelineConfig, config_hash
@@ -157,10 +157,11 @@ def models_dir(run: Path) -> Path:
     return Path(run) / "models"
 
 
-def open_features(run: Path, ds: DetectionDataset):
+def open_features(run: Path, ds: DetectionDataset, memory_mb: int = 0):
     from .features.cache import FeatureCache
 
-    return FeatureCache(features_path(run, ds.split), expect={"split": ds.split, "data_fingerprint": ds.fingerprint()})
+    return FeatureCache(features_path(run, ds.split), expect={"split": ds.split, "data_fingerprint": ds.fingerprint()},
+                        memory_bytes=memory_mb << 20)
 
 
 def feature_key(cache) -> str:
@@ -175,8 +176,9 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
 
     out = models_dir(run) / "head.pt"
     f = cfg.finetune
-    cache = open_features(run, train_ds)
-    stamp = {"features": feature_key(cache), "finetune": config_hash(f)}
+    cache = open_features(run, train_ds, f.memory_mb)
+    # how many processes and how much RAM do not change the result: left out of the stamp
+    stamp = {"features": feature_key(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0))}
     if out.exists() and not overwrite:
         from .head import load_head
 
@@ -224,7 +226,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     out = models_dir(run) / "svm.h5"
     cache = open_features(run, train_ds)
     provider, head_key = feature_provider(cfg, run, cache, s.features)
-    stamp = {"features": feature_key(cache), "head": head_key, "svm": config_hash(s)}
+    stamp = {"features": feature_key(cache), "head": head_key, "svm": config_hash(replace(s, workers=0))}
     if out.exists() and not overwrite:
         open_h5_checked(out, "spp-detect/svm", 1, stamp, remedy="pass --overwrite to train again").close()
         return {"skipped": True, "path": str(out)}

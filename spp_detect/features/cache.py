@@ -71,7 +71,8 @@ class FeatureCache:
     open (a few at a time).
     """
 
-    def __init__(self, path: str | Path, expect: dict | None = None, max_open: int = 8, parts: Path | None = None):
+    def __init__(self, path: str | Path, expect: dict | None = None, max_open: int = 8, parts: Path | None = None,
+                 memory_bytes: int = 0):
         import h5py
 
         self.path = Path(path)
@@ -92,6 +93,11 @@ class FeatureCache:
         self._part = {i: part_names[p] for i, p in zip(ids, part_of, strict=True)}
         self._open: OrderedDict[str, object] = OrderedDict()
         self._max_open = max_open
+        # decoded conv5 maps kept in memory (LRU, bounded in bytes): fine-tuning reads the
+        # same images' maps again and again, and decompressing them dominated its step time
+        self._maps: OrderedDict[tuple, object] = OrderedDict()
+        self._maps_bytes = 0
+        self._memory_bytes = int(memory_bytes)
         self.scales: tuple[int, ...] = tuple(self.meta["scales"])
         self.levels: tuple[int, ...] = tuple(self.meta["levels"])
         self.concat_order: str = self.meta["concat_order"]
@@ -184,15 +190,31 @@ class FeatureCache:
             rows = self._group(image_id, flip)["pooled"][()][index]
             return torch.from_numpy(rows.astype(np.float32)).to(device)
         out = torch.empty((len(index), self.dim), dtype=torch.float32, device=device)
-        g = self._group(image_id, flip)
         for k in np.unique(scale):
             sel = np.nonzero(scale == k)[0]
-            fmap = torch.from_numpy(g[f"conv5_{int(k)}"][()]).to(device)
+            fmap = self._decoded_map(image_id, int(k), flip).to(device)
             if len(sel) == len(index):
                 self._pooler(fmap, win.rects[index, int(k)], out=out)  # one scale: pool in place
             else:
                 out[torch.as_tensor(sel, device=device)] = self._pooler(fmap, win.rects[index[sel], int(k)])
         return out
+
+    def _decoded_map(self, image_id: str, k: int, flip: bool):
+        import torch
+
+        key = (image_id, k, flip)
+        fmap = self._maps.get(key)
+        if fmap is not None:
+            self._maps.move_to_end(key)
+            return fmap
+        fmap = torch.from_numpy(self._group(image_id, flip)[f"conv5_{k}"][()])  # float16, as stored
+        if self._memory_bytes:
+            self._maps[key] = fmap
+            self._maps_bytes += fmap.numel() * fmap.element_size()
+            while self._maps_bytes > self._memory_bytes and len(self._maps) > 1:
+                _, old = self._maps.popitem(last=False)
+                self._maps_bytes -= old.numel() * old.element_size()
+        return fmap
 
     def close(self) -> None:
         for h5 in self._open.values():
