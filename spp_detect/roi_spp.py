@@ -152,10 +152,24 @@ class RoiSppPooler:
     ``levels``/``concat_order``: the pyramid and its layout (see :func:`roi_spp_pool`).
     """
 
-    def __init__(self, levels: tuple[int, ...] = (6, 3, 2, 1), concat_order: str = "coarse_first"):
+    def __init__(self, levels: tuple[int, ...] = (6, 3, 2, 1), concat_order: str = "coarse_first", few: int = 24):
         self.levels = tuple(int(n) for n in levels)
         self.order = ordered_levels(self.levels, concat_order)
         self.workspace = Workspace()
+        self.few = few  # up to this many windows, pooling each crop beats building a sparse table
+
+    def _pool_each(self, fmap: torch.Tensor, rects: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        c = fmap.shape[0]
+        for i, (x1, y1, x2, y2) in enumerate(rects.tolist()):
+            crop = fmap[:, y1 : y2 + 1, x1 : x2 + 1]
+            col = 0
+            for n in self.order:
+                # adaptive max pooling's bins are exactly floor(i*h/n) .. ceil((i+1)*h/n)
+                out[i, col : col + c * n * n] = F.adaptive_max_pool2d(crop, n).reshape(-1)
+                col += c * n * n
+        return out
 
     def __call__(self, fmap: torch.Tensor | np.ndarray, rects: torch.Tensor | np.ndarray,
                  out: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,6 +190,8 @@ class RoiSppPooler:
             rects[:, 2] < rects[:, 0]
         ).any() or (rects[:, 3] < rects[:, 1]).any():
             raise ValueError(f"rects must be inclusive cell rectangles inside the {h}x{w} map")
+        if r <= self.few:
+            return self._pool_each(fmap, rects, out)
         x0, y0 = rects[:, 0], rects[:, 1]
         ww, hh = rects[:, 2] - x0 + 1, rects[:, 3] - y0 + 1
 

@@ -152,3 +152,25 @@ def test_kill_part_way_then_resume_computes_only_the_rest(tmp_path):
     with ProposalStore(tmp_path / "fresh" / "proposals" / "trainval.h5", ds) as store:
         for iid, boxes in store:
             np.testing.assert_array_equal(boxes, resumed[iid])
+
+
+def test_split_is_required_and_bad_options_are_named(tmp_path, tiny_voc):
+    res = CliRunner().invoke(cli, ["propose", "--dataset", str(tiny_voc), "--run", str(tmp_path)])
+    assert res.exit_code == 2 and "--split" in res.output
+    res = _propose(tiny_voc, tmp_path, "--max-proposals", "0")
+    assert res.exit_code == 2 and "--max-proposals" in res.output
+    res = _propose(tiny_voc, tmp_path, "--mode", "slow")
+    assert res.exit_code == 2 and "--mode" in res.output and "fast" in res.output
+
+
+@pytest.mark.parametrize("resize_to", [0, 48, 150])
+def test_boxes_map_back_to_the_original_frame(tiny_voc, resize_to):
+    from spp_detect.datasets import load_image
+    from spp_detect.proposals.selective_search import SearchParams, selective_search
+
+    image = load_image(tiny_voc / "JPEGImages" / "000000.jpg")  # 96 x 128
+    boxes, fallback = selective_search(image, SearchParams(resize_to=resize_to, min_size=10), "000000")
+    assert not fallback and boxes.dtype == np.float32
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 127).all() and (boxes[:, 3] <= 95).all()
+    # the last merge of every hierarchy is the whole image, whatever size it was searched at
+    assert (boxes == [0, 0, 127, 95]).all(axis=1).any()

@@ -96,6 +96,7 @@ class FeatureCache:
         # decoded conv5 maps kept in memory (LRU, bounded in bytes): fine-tuning reads the
         # same images' maps again and again, and decompressing them dominated its step time
         self._maps: OrderedDict[tuple, object] = OrderedDict()
+        self._sizes: dict[tuple, int] = {}
         self._maps_bytes = 0
         self._memory_bytes = int(memory_bytes)
         self.scales: tuple[int, ...] = tuple(self.meta["scales"])
@@ -148,13 +149,27 @@ class FeatureCache:
         return g
 
     def windows(self, image_id: str, flip: bool = False) -> Windows:
+        key = ("windows", image_id, flip)
+        if key in self._maps:
+            return self._maps[key]
         g = self._group(image_id, flip)
-        return Windows(
+        win = Windows(
             boxes=g["boxes"][()],
             n_gt=int(g.attrs["n_gt"]),
             best_scale=g["best_scale"][()].astype(np.int64),
             rects=g["rects"][()].astype(np.int64),
         )
+        if self._memory_bytes:
+            self._remember(key, win, win.boxes.nbytes + win.rects.nbytes + win.best_scale.nbytes)
+        return win
+
+    def _remember(self, key: tuple, value, nbytes: int) -> None:
+        self._maps[key] = value
+        self._sizes[key] = nbytes
+        self._maps_bytes += nbytes
+        while self._maps_bytes > self._memory_bytes and len(self._maps) > 1:
+            old, _ = self._maps.popitem(last=False)
+            self._maps_bytes -= self._sizes.pop(old)
 
     def conv5(self, image_id: str, scale_index: int, flip: bool = False) -> np.ndarray:
         """The (C, h, w) float16 conv5 map of an image at one scale."""
@@ -202,18 +217,14 @@ class FeatureCache:
     def _decoded_map(self, image_id: str, k: int, flip: bool):
         import torch
 
-        key = (image_id, k, flip)
+        key = ("conv5", image_id, k, flip)
         fmap = self._maps.get(key)
         if fmap is not None:
             self._maps.move_to_end(key)
             return fmap
         fmap = torch.from_numpy(self._group(image_id, flip)[f"conv5_{k}"][()])  # float16, as stored
         if self._memory_bytes:
-            self._maps[key] = fmap
-            self._maps_bytes += fmap.numel() * fmap.element_size()
-            while self._maps_bytes > self._memory_bytes and len(self._maps) > 1:
-                _, old = self._maps.popitem(last=False)
-                self._maps_bytes -= old.numel() * old.element_size()
+            self._remember(key, fmap, fmap.numel() * fmap.element_size())
         return fmap
 
     def close(self) -> None:

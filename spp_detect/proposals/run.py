@@ -149,6 +149,7 @@ def run_propose(cfg, run: str | Path, dataset, overwrite: bool = False, show_pro
         workers=cfg.propose.workers, overwrite=overwrite, skip_bad=cfg.data.skip_bad, show_progress=show_progress,
     )
     out = asdict(summary)
+    out["path"] = str(summary.path)
     out["skipped"] = summary.up_to_date
     return out
 
