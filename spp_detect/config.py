@@ -48,7 +48,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ProposeConfig:
-    mode: str = "fast"  # selective search strategy: fast (the paper's) | quality
+    mode: str = "fast"  # selective search recipe: fast (the paper's mode) | quality | lite (4 passes, CPU demo)
     max_proposals: int = 2000  # kept per image, in rank order
     min_size: int = 20  # boxes narrower or shorter than this many pixels are dropped
     workers: int = 0  # worker processes; 0 = all cores

@@ -48,7 +48,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     settings = extract_settings(cfg)
     extractor = Extractor(load_backbone(cfg, run), settings, resolve_device(cfg.extract.device))
     params = DetectParams(cfg.detect.score_floor, cfg.detect.nms_iou, cfg.detect.max_per_class, cfg.detect.bbox_regression)
-    params = search_params(cfg.propose, cfg.seed)
+    search = search_params(cfg.propose, cfg.seed)
     written = []
     for path in paths:
         stem = Path(path).stem
@@ -57,7 +57,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
         check_overwrite(out_png, overwrite)
         image = load_image(path)
         h, wd = image.shape[:2]
-        boxes, _fallback = selective_search(image, params, stem)
+        boxes, _fallback = selective_search(image, search, stem)
         if len(boxes) == 0:
             raise DataError(path, "selective search found no window")
         result = extractor.run(image, boxes)

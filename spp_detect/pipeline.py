@@ -79,14 +79,17 @@ def load_proposals(run: Path, ds: DetectionDataset) -> tuple[dict, str]:
         return store.load_all(), config_hash(store.stamp)
 
 
-def extract_settings(cfg: PipelineConfig):
+def extract_settings(cfg: PipelineConfig, images_per_part: int | None = None):
+    """``images_per_part``: override the part size (tests make one part per image to kill a run
+    between parts); it changes where images are stored, not the features, so it is not stamped."""
     from .features.extract import ExtractSettings
 
     e = cfg.extract
+    extra = {} if images_per_part is None else {"images_per_part": images_per_part}
     return ExtractSettings(
         scales=e.scales, max_size=e.max_size, target_size=e.target_size, projection=e.projection, cache=e.cache,
         flip=e.flip, levels=cfg.spp.levels, concat_order=cfg.spp.concat_order,
-        norm_sample_images=e.norm_sample_images, norm_sample_windows=e.norm_sample_windows, seed=e.seed,
+        norm_sample_images=e.norm_sample_images, norm_sample_windows=e.norm_sample_windows, seed=e.seed, **extra,
     )
 
 
@@ -101,7 +104,10 @@ def features_stamp(cfg: PipelineConfig, ds: DetectionDataset, proposals_hash: st
     }
 
 
-def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False) -> dict:
+def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False,
+                images_per_part: int | None = None, delay: float = 0.0) -> dict:
+    """``images_per_part`` and ``delay`` (seconds slept after each image) are for tests that
+    interrupt a run part way; see :func:`extract_settings` and :func:`extract_split`."""
     from .features.extract import cache_meta, extract_split, finalize_index, world
 
     rank, world_size = world()
@@ -109,7 +115,7 @@ def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite:
         _init_distributed()
     backbone = load_backbone(cfg, run)
     proposals, proposals_hash = load_proposals(run, ds)
-    settings = extract_settings(cfg)
+    settings = extract_settings(cfg, images_per_part)
     stamp = features_stamp(cfg, ds, proposals_hash, backbone)
     out = features_path(run, ds.split)
     device = resolve_device(cfg.extract.device)
@@ -119,7 +125,7 @@ def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite:
         torch.cuda.set_device(rank % torch.cuda.device_count())
     summary = extract_split(
         ds, proposals, backbone, settings, out, stamp, device=device, overwrite=overwrite,
-        rank=rank, world_size=world_size, skip_bad=cfg.data.skip_bad,
+        rank=rank, world_size=world_size, skip_bad=cfg.data.skip_bad, delay=delay,
     )
     summary["path"] = str(out)
     if summary.get("skipped"):
@@ -129,7 +135,10 @@ def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite:
 
         dist.barrier()
     if rank == 0:
-        summary.update(finalize_index(out, ds.image_ids, stamp, cache_meta(backbone, settings), settings))
+        index = finalize_index(out, ds.image_ids, stamp, cache_meta(backbone, settings), settings)
+        # 'images' stays what this call extracted (a resumed run does only the rest); the
+        # index's count includes the images of earlier, interrupted runs
+        summary.update(pool_norm_mean=index["pool_norm_mean"], indexed_images=index["images"])
     if world_size > 1:
         import torch.distributed as dist
 
@@ -428,20 +437,24 @@ def run_eval(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bo
 # the whole pipeline
 
 
-def ensure_synth(cfg: PipelineConfig) -> None:
-    """Write the built-in synthetic dataset if the pipeline uses it and it is not there yet."""
+def ensure_synth(cfg: PipelineConfig) -> bool:
+    """Write the built-in synthetic dataset if the pipeline uses it and it is not there yet.
+
+    Returns whether it wrote anything, so ``run`` can report the data stage as up to date.
+    """
     from .datasets.registry import default_data_root
 
     if cfg.data.dataset != "synth":
-        return
+        return False
     root = (Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()) / "synth"
     if (root / "ImageSets" / "Main" / f"{cfg.data.test_split}.txt").is_file():
-        return
+        return False
     from .datasets.synth import generate_synth
 
     d = cfg.data
     log.info("writing the synthetic dataset to %s", root)
     generate_synth(root, train=d.synth_train, val=d.synth_val, test=d.synth_test, seed=d.synth_seed)
+    return True
 
 
 def annotate_examples(cfg: PipelineConfig, run: Path, ds: DetectionDataset, n: int = 6) -> list[Path]:
@@ -492,7 +505,7 @@ def run_pipeline(cfg: PipelineConfig, run: Path, overwrite: bool = False, until:
         return stage, summary, time.perf_counter() - t
 
     stages = []
-    stages.append(("data", lambda: (ensure_synth(cfg) or {"skipped": False})))
+    stages.append(("data", lambda: {"skipped": not ensure_synth(cfg)}))
     if cfg.backbone.weights == "pretrained":
         stages.append(("pretrain", lambda: run_pretrain(cfg, run, split(d.train_split), split(d.val_split) if d.val_split else None, overwrite=overwrite)))
     splits = [d.train_split] + ([d.val_split] if d.val_split else []) + [d.test_split]

@@ -80,5 +80,13 @@ def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric,
     if json_out is not None:
         doc = result_to_json(result)
         doc.update({"dataset": ds.name, "split": ds.split, "detections": str(detections)})
+        if from_run:
+            # what 'spp-detect run' compares to decide the eval stage is current
+            import json
+
+            from ..pipeline import detections_stamp_path
+
+            stamp_path = detections_stamp_path(run, split_name)
+            doc["detections_stamp"] = json.loads(stamp_path.read_text())["stamp"] if stamp_path.is_file() else None
         atomic_write_json(json_out, doc)
         click.echo(f"wrote {json_out}")

@@ -22,10 +22,14 @@ log = logging.getLogger(__name__)
 @click.option("--cache", type=click.Choice(["conv5", "pooled"]), default=None,
               help="conv5: maps, pooled on demand (default); pooled: SPP vectors (the R-CNN way).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--part-size", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Images per part file (testing).")
+@click.option("--delay-per-image", type=click.FloatRange(min=0), default=0.0, hidden=True,
+              help="Sleep this long after each image (testing interruption and resume).")
 @with_config
 @overwrite_option
 def extract(dataset, split, data_root, image_dir, skip_bad, run_dir, backbone, weights, scales, max_size, flip,
-            cache, device, config_path, overrides, overwrite):
+            cache, device, part_size, delay_per_image, config_path, overrides, overwrite):
     """Extract SPP features for a split into RUN/features/<split>.h5.
 
     Needs RUN/proposals/<split>.h5 (spp-detect propose). Resumable: rerun the same command.
@@ -33,8 +37,8 @@ def extract(dataset, split, data_root, image_dir, skip_bad, run_dir, backbone, w
     from dataclasses import replace
 
     from ..config import with_values
-    from .common import open_split, resolve_config, save_run_config
     from ..pipeline import run_extract
+    from .common import open_split, resolve_config, save_run_config
 
     cfg, run = resolve_config(config_path, overrides, run_dir)
     cfg = replace(
@@ -44,7 +48,7 @@ def extract(dataset, split, data_root, image_dir, skip_bad, run_dir, backbone, w
     )
     ds = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
     save_run_config(cfg, run)
-    summary = run_extract(cfg, run, ds, overwrite=overwrite)
+    summary = run_extract(cfg, run, ds, overwrite=overwrite, images_per_part=part_size, delay=delay_per_image)
     if summary.get("skipped"):
         click.echo(f"{summary['path']} is complete and current; nothing to do")
     else:

@@ -15,8 +15,9 @@ from .options import dataset_options, overwrite_option, run_option, with_config
 
 @click.command("propose")
 @dataset_options()
-@click.option("--mode", type=click.Choice(["fast", "quality"]), default=None,
-              help="Selective search recipe: fast (the paper's mode, tuned) or quality (more passes, slower). "
+@click.option("--mode", type=click.Choice(["lite", "fast", "quality"]), default=None,
+              help="Selective search recipe: fast (the paper's mode, tuned), quality (more passes, slower) or lite "
+              "(its first 4 passes, for small images). "
               "Default: the pipeline's propose.mode.")
 @click.option("--max-proposals", type=click.IntRange(min=1), default=None,
               help="Boxes kept per image, best-ranked first (default 2000).")

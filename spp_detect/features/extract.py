@@ -213,13 +213,15 @@ def extract_split(
     rank: int = 0,
     world_size: int = 1,
     skip_bad: bool = False,
+    delay: float = 0.0,
 ) -> dict:
     """Extract features for a split into ``out_path`` (the index) and its parts folder.
 
     ``proposals``: image_id -> float32 (N, 4) internal-convention boxes. ``stamp``: the config
     and input hashes the cache is keyed on. With ``world_size > 1`` this rank takes images
     ``rank::world_size``; rank 0 writes the index once every rank has finished (the caller
-    synchronises ranks before :func:`finalize_index`). Returns a summary dict.
+    synchronises ranks before :func:`finalize_index`). ``delay``: seconds to sleep after each
+    image (tests use it to interrupt a run part way). Returns a summary dict.
     """
     out_path = Path(out_path)
     pdir = parts_dir(out_path)
@@ -306,6 +308,8 @@ def extract_split(
         if len(batch) >= settings.images_per_part:
             flush(batch)
             batch = []
+        if delay:
+            time.sleep(delay)
     flush(batch)
     bar.close()
     seconds = time.perf_counter() - t0
