@@ -181,10 +181,17 @@ def propose_split(
         log.info("%s is up to date (same dataset split and settings); nothing to do", out_path)
         summary.up_to_date = True
         return summary
-    partial = PartialRun(parts_dir_for(out_path), stamp, overwrite=overwrite)
+    # under torchrun each rank takes images rank::world_size and writes its own parts; rank 0
+    # assembles the file once every rank has finished
+    rank, world_size = _world()
+    if world_size > 1 and rank != 0:
+        _barrier()  # rank 0 may be clearing the parts folder (--overwrite)
+    partial = PartialRun(parts_dir_for(out_path), stamp, overwrite=overwrite and rank == 0)
+    if world_size > 1 and rank == 0:
+        _barrier()
     split_ids = {r.image_id for r in dataset.records}
     summary.reused = len(partial.done & split_ids)
-    todo = [r for r in dataset.records if r.image_id not in partial.done]
+    todo = [r for i, r in enumerate(dataset.records) if i % world_size == rank and r.image_id not in partial.done]
     log.info(
         "proposals for %s/%s: %d images, %d already done in %s, computing %d with %d worker(s)",
         dataset.name, dataset.split, len(dataset), summary.reused, partial.folder, len(todo),
@@ -225,8 +232,34 @@ def propose_split(
         log.warning("skipped %d unreadable image(s) in total", summary.skipped_bad)
     if summary.fallback > MAX_LOGGED_WARNINGS:
         log.warning("%d image(s) in total got the whole image as their only proposal", summary.fallback)
+    if world_size > 1:
+        _barrier()
+        if rank == 0:
+            finish_from_parts(dataset, out_path, PartialRun(parts_dir_for(out_path), stamp))  # every rank's parts
+        _barrier()
+        return summary
     finish_from_parts(dataset, out_path, partial)
     return summary
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) under torchrun (process group started on first use), else (0, 1)."""
+    import os
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world_size
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
 
 
 def finish_from_parts(dataset, out_path: Path, partial: PartialRun) -> Path:

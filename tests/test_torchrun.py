@@ -1,4 +1,4 @@
-"""torchrun: two CPU ranks (gloo) shard the images; the merged cache equals a one-process run."""
+"""torchrun: two CPU ranks (gloo) shard the images; the merged output equals a one-process run."""
 
 import os
 import subprocess
@@ -53,3 +53,26 @@ def test_two_ranks_equal_one_process(tmp_path):
             wa, wb = a.windows(image_id), b.windows(image_id)
             np.testing.assert_array_equal(wa.rects, wb.rects)
             np.testing.assert_array_equal(a.pool(image_id).numpy(), b.pool(image_id).numpy())
+
+
+@pytest.mark.slow
+def test_propose_two_ranks_equal_one_process(tmp_path):
+    from spp_detect.proposals.store import ProposalStore
+
+    root = make_voc_tree(tmp_path / "voc", n_images=5, splits={"trainval": list(range(5))})
+    ds = open_dataset(str(root), "trainval")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    common = ["propose", "--dataset", str(root), "--split", "trainval", "--mode", "lite", "--max-proposals", "100",
+              "--workers", "1"]
+    for name, launcher in [
+        ("single", [sys.executable, "-m", "spp_detect"]),
+        ("ranks", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                   "-m", "spp_detect"]),
+    ]:
+        proc = _extract(launcher + common + ["--run-dir", str(tmp_path / name)], env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    with ProposalStore(tmp_path / "single" / "proposals" / "trainval.h5", ds) as a, \
+            ProposalStore(tmp_path / "ranks" / "proposals" / "trainval.h5", ds) as b:
+        assert a.image_ids == b.image_ids == ds.image_ids
+        for image_id in ds.image_ids:
+            np.testing.assert_array_equal(a.boxes(image_id), b.boxes(image_id))
