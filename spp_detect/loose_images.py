@@ -30,7 +30,14 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     from .features.extract import Extractor
     from .head import load_head
     from .io_utils import atomic_write_json, check_overwrite
-    from .pipeline import extract_settings, features_path, load_backbone, load_svms, models_dir, resolve_device
+    from .pipeline import (
+        extract_settings,
+        features_path,
+        load_backbone,
+        load_svms,
+        models_dir,
+        resolve_device,
+    )
     from .proposals.run import search_params
     from .proposals.selective_search import selective_search
     from .roi_spp import roi_spp_pool

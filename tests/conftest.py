@@ -34,6 +34,18 @@ def shared_weights() -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread: for thousands of tiny tensors, thread hand-offs cost more than the
+    arithmetic (and on a busy 2-core machine they stall)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tiny_voc(tmp_path) -> Path:
     """A 4-image VOC-style tree with 2 classes (see tests.helpers.make_voc_tree)."""
     return make_voc_tree(tmp_path / "tiny")

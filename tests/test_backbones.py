@@ -21,14 +21,7 @@ from spp_detect.backbones import (
 )
 from spp_detect.errors import ArtifactError, ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small inputs: on a shared CPU, thread hand-offs cost more than the arithmetic
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

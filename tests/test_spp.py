@@ -16,14 +16,7 @@ from spp_detect.spp import (
     spp_pool,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # thousands of tiny maps: thread start-up, not arithmetic, dominates with several threads
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_spp(fmap: np.ndarray, levels, order="coarse_first") -> np.ndarray:
