@@ -50,6 +50,19 @@ def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_json(path: str | Path, what: str):
+    """Parse a JSON file; a missing or malformed file is a :class:`DataError` naming it."""
+    from .errors import DataError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(path, f"{what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"malformed JSON ({exc})") from None
+
+
 def check_overwrite(path: str | Path, overwrite: bool) -> None:
     """Refuse to replace an existing output unless ``overwrite``."""
     path = Path(path)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from .config import PipelineConfig, config_hash
@@ -152,10 +152,6 @@ def _init_distributed() -> None:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def settings_dict(section) -> dict:
-    return asdict(section)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -98,12 +98,6 @@ class SparseTable:
             torch.maximum(out[s:e], pair[: e - s], out=out[s:e])
         return out
 
-    def query(self, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        """Max over rows [y0, y1) and columns [x0, x1) per query (int64, same shape): (*shape, C)."""
-        idx = self.indices(y0, y1, x0, x1)
-        out = torch.empty((len(idx), self.channels), dtype=self.buffer.dtype, device=self.buffer.device)
-        return self.query_into(idx, out).view(*y0.shape, self.channels)
-
 
 class Workspace:
     """Scratch tensors reused from call to call.

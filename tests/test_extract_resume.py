@@ -16,20 +16,12 @@ from click.testing import CliRunner
 from spp_detect.cli.main import cli
 from spp_detect.datasets import open_dataset
 from spp_detect.features.cache import FeatureCache
-from spp_detect.proposals.store import dataset_stamp, write_proposals
-from tests.helpers import make_voc_tree
+from tests.helpers import make_voc_tree, write_random_proposals
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 10
 
 
-def _write_proposals(run: Path, ds) -> None:
-    rng = np.random.default_rng(0)
-    boxes = []
-    for r in ds:
-        xy = rng.uniform(0, [r.width - 20, r.height - 20], (25, 2))
-        boxes.append(np.concatenate([xy, xy + rng.uniform(5, 19, (25, 2))], 1).astype(np.float32))
-    write_proposals(run / "proposals" / f"{ds.split}.h5", ds.image_ids, boxes, dict(dataset_stamp(ds), params={}))
 
 
 def _finished_parts(parts: Path) -> list[Path]:
@@ -42,7 +34,7 @@ def test_kill_part_way_then_resume_extracts_only_the_rest(tmp_path):
     ds = open_dataset(str(root), "trainval")
     run, fresh = tmp_path / "run", tmp_path / "fresh"
     for r in (run, fresh):
-        _write_proposals(r, ds)
+        write_random_proposals(r, ds)
     args = ["extract", "--dataset", str(root), "--split", "trainval", "--backbone", "zf5", "--weights", "none",
             "--set", "backbone.width=0.25", "--scales", "64,96", "--set", "extract.norm_sample_images=4"]
     index, parts = run / "features" / "trainval.h5", run / "features" / "trainval.parts"

@@ -100,7 +100,7 @@ def test_json_reads_internal_convention_and_validates(tmp_path):
         read_json_proposals(shape)
     notjson = tmp_path / "x.json"
     notjson.write_text("{oops")
-    with pytest.raises(DataError, match="not valid JSON"):
+    with pytest.raises(DataError, match="malformed JSON"):
         read_json_proposals(notjson)
 
 

@@ -9,17 +9,7 @@ import pytest
 
 from spp_detect.datasets import open_dataset
 from spp_detect.features.cache import FeatureCache
-from spp_detect.proposals.store import dataset_stamp, write_proposals
-from tests.helpers import make_voc_tree
-
-
-def _write_proposals(run, ds):
-    rng = np.random.default_rng(0)
-    boxes = []
-    for r in ds:
-        xy = rng.uniform(0, [r.width - 20, r.height - 20], (25, 2))
-        boxes.append(np.concatenate([xy, xy + rng.uniform(5, 19, (25, 2))], 1).astype(np.float32))
-    write_proposals(run / "proposals" / f"{ds.split}.h5", ds.image_ids, boxes, dict(dataset_stamp(ds), params={}))
+from tests.helpers import make_voc_tree, write_random_proposals
 
 
 def _extract(args, env):
@@ -40,7 +30,7 @@ def test_two_ranks_equal_one_process(tmp_path):
                    "-m", "spp_detect"]),
     ]:
         run = tmp_path / name
-        _write_proposals(run, ds)
+        write_random_proposals(run, ds)
         proc = _extract(launcher + common + ["--run-dir", str(run)], env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         runs[name] = run / "features" / "trainval.h5"

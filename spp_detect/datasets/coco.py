@@ -9,13 +9,13 @@ skips them.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..io_utils import read_json
 from .base import DetectionDataset, ImageRecord, validate_box
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,7 @@ def read_coco(ann_file: str | Path, image_dir: str | Path, split: str | None = N
     """Read a COCO instances file; images are looked up in ``image_dir`` by ``file_name``."""
     ann_file = Path(ann_file)
     image_dir = Path(image_dir)
-    try:
-        data = json.loads(ann_file.read_text())
-    except FileNotFoundError:
-        raise DataError(ann_file, "annotation file is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(ann_file, f"malformed JSON ({exc})") from None
+    data = read_json(ann_file, "annotation file")
     if not isinstance(data, dict):
         raise DataError(ann_file, "top level must be an object with images/annotations/categories")
     images = _require(data, "images", ann_file, "images")

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io_utils import atomic_path, check_overwrite
+from ..io_utils import atomic_path, check_overwrite, read_json
 
 log = logging.getLogger(__name__)
 
@@ -365,12 +365,7 @@ def read_coco_results(path: str | Path, dataset) -> DetectionsByClass:
     Errors name the file, the entry index, the field and the value.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(path, "detections file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"malformed JSON ({exc})") from None
+    data = read_json(path, "detections file")
     if not isinstance(data, list):
         raise DataError(path, "a COCO results file is a JSON list of {image_id, category_id, bbox, score}", "top level", type(data).__name__)
     cat_ids = _category_ids(dataset)

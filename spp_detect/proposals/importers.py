@@ -14,13 +14,13 @@ same clipping, size filter, dedup and cap as for computed proposals.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..io_utils import read_json
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,7 @@ def _check_boxes(path: Path, image_id: str, arr, field: str) -> np.ndarray:
 def read_json_proposals(path: str | Path) -> dict[str, np.ndarray]:
     """``{"image_id": [[x1, y1, x2, y2], ...]}`` (internal convention) -> arrays."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(path, "proposals file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"not valid JSON ({exc})") from None
+    data = read_json(path, "proposals file")
     if not isinstance(data, dict):
         raise DataError(path, 'expected an object {"<image_id>": [[x1, y1, x2, y2], ...]}', "top level", type(data).__name__)
     out = {}
