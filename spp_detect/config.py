@@ -65,11 +65,15 @@ class BackboneConfig:
     input_convention: str = "auto"  # auto | torchvision | caffe: how pixels are normalised
     # (also "released": the SPP-net code's BGR 0..255 minus 128; auto picks per weight source)
     width: float = 1.0  # zf5 only: channel multiplier (0.25 -> 24..64 channels, for CPU demos); 1.0 = the paper's ZF-5
+    batch_norm: bool = False  # zf5 only: BatchNorm after each conv (not the paper's; trains from scratch much faster)
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    sizes: tuple[int, ...] = (224, 180)  # multi-size training: one epoch per size, alternating
+    mode: str = "crops"  # crops (the paper's: object crops warped to a size) | windows (windows of whole
+    #   images pooled from their conv5 map at the extraction's scales, as the detector sees them;
+    #   spp_detect/window_pretrain.py)
+    sizes: tuple[int, ...] = (224, 180)  # crops mode: crop sizes, one epoch per size, alternating
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.01  # SGD, cosine-decayed to 0
@@ -77,13 +81,17 @@ class PretrainConfig:
     weight_decay: float = 5e-4
     crops_per_image: int = 4  # object crops per training image per epoch
     background_crops: int = 1  # background crops per image (the extra "background" class)
-    eval_sizes: tuple[int, ...] = (224, 180, 200)  # sizes validation top-1 is reported at
+    eval_sizes: tuple[int, ...] = (224, 180, 200)  # crops mode: sizes validation top-1 is reported at
+    #   (windows mode: every extraction scale)
     workers: int = 0  # data-loading worker processes
     seed: int = 0
     fc_dim: int = 4096  # width of the classification head's fc6 and fc7 (paper: 4096)
     dropout: float = 0.5  # after fc6 and fc7
     context: float = 0.1  # object crops extend each side by this fraction of the box (training: 0..2x, random)
     background_iou: float = 0.3  # background crops have IoU below this with every object
+    windows_per_image: int = 32  # windows mode: windows drawn per image and step
+    fg_fraction: float = 0.25  # windows mode: fraction of them on an object
+    fg_iou: float = 0.5  # windows mode: IoU with an object for its label; below it with all: background
     warmup: float = 0.05  # fraction of the steps with a linear lr ramp from 0 (no BatchNorm in ZF-5)
     optimizer: str = "sgd"  # sgd (momentum, the paper's) | adamw (momentum = beta1; learns much faster
     #   from scratch in a few CPU minutes, with lr about 1e-3)
@@ -114,6 +122,7 @@ class ExtractConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     fc_dim: int = 4096  # width of fc6 and fc7
+    init: str = "pretrained"  # pretrained (fc layers of 'spp-detect pretrain' when their shapes fit) | random
     dropout: float = 0.5
     iterations: int = 300000
     lr: float = 1e-4  # paper: 1e-4 for 250k iterations then 1e-5; released code: 1e-3

@@ -7,6 +7,11 @@ conv5 map is read once per step), mirrored images half of the time when the cach
 a random scale per window. SGD with momentum and weight decay, biases at twice the learning rate,
 the learning rate divided by 10 at each step in ``lr_steps``.
 
+fc6 and fc7 start from the pretrained network's (PAPER.md: only the fc layers are fine-tuned,
+from their pretrained values) when the backbone was pretrained here with the same SPP layout and
+fc width; the classifier too when that pretraining named the same classes plus background.
+Otherwise, or with ``finetune.init = "random"``, the head starts from random weights.
+
 Model selection uses the validation split's cache (never the test split): the head with the
 lowest validation loss is kept. Checkpoints allow ``--resume``. Under torchrun the head runs in
 DistributedDataParallel, each rank drawing its own batches.
@@ -27,6 +32,7 @@ from .datasets.base import DetectionDataset
 from .features.cache import FeatureCache
 from .head import SppHead, save_head
 from .io_utils import atomic_path
+from .pretrain import BACKGROUND
 from .progress import progress
 from .windows import label_windows, usable_gt
 
@@ -135,6 +141,7 @@ def finetune(
     norm_target: float = 20.0,
     seed: int = 0,
     resume: bool = False,
+    pretrained: dict | None = None,
 ) -> dict:
     """Train the head and save the selected one to ``out_path`` (models/head.pt)."""
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -159,6 +166,9 @@ def finetune(
         log.warning("no validation features: the last iterate is kept (extract the val split for model selection)")
 
     head = SppHead(train_cache.dim, fc_dim, n_classes, dropout)
+    copied = init_from_pretrained(head, pretrained, train_ds.classes, train_cache.levels, train_cache.concat_order,
+                                  norm_scale)
+    log.info("fine-tuning starts from pretrained fc layers: %s", copied)
     model: nn.Module = head
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(head)
@@ -223,7 +233,41 @@ def finetune(
     }
     if rank == 0:
         save_head(out_path, head, meta)
-    return {"history": history, "selected_iteration": meta["selected_iteration"], "fc7_norm_mean": fc7_norm}
+    return {"history": history, "selected_iteration": meta["selected_iteration"], "fc7_norm_mean": fc7_norm,
+            "initialised": copied}
+
+
+def init_from_pretrained(head: SppHead, pretrained: dict | None, classes, levels, concat_order: str,
+                         norm_scale: float) -> str:
+    """Copy fc layers of a pretraining (:func:`spp_detect.backbones.pretrained_head`) into ``head``.
+
+    The pretrained fc6 saw raw SPP vectors, fine-tuning feeds them times ``norm_scale``: fc6's
+    weights are divided by it so the layer computes what it did. Returns what was copied
+    ("fc6, fc7, classifier", "fc6, fc7") or why nothing was.
+    """
+    if pretrained is None:
+        return "nothing: the backbone was not pretrained by spp-detect pretrain"
+    state = pretrained["state_dict"]
+    if list(pretrained["levels"]) and (sorted(pretrained["levels"]) != sorted(levels)
+                                       or pretrained["concat_order"] != concat_order):
+        return f"nothing: pretrained with SPP levels {pretrained['levels']}, the cache has {list(levels)}"
+    shapes = {"fc6.weight": head.fc6.weight.shape, "fc7.weight": head.fc7.weight.shape}
+    for key, shape in shapes.items():
+        if key not in state or tuple(state[key].shape) != tuple(shape):
+            got = tuple(state[key].shape) if key in state else None
+            return f"nothing: pretrained {key} has shape {got}, the head needs {tuple(shape)}"
+    with torch.no_grad():
+        head.fc6.weight.copy_(state["fc6.weight"] / norm_scale)
+        head.fc6.bias.copy_(state["fc6.bias"])
+        head.fc7.weight.copy_(state["fc7.weight"])
+        head.fc7.bias.copy_(state["fc7.bias"])
+        if pretrained["labels"] == [*classes, BACKGROUND] and "fc8.weight" in state:
+            # pretraining put background last; the head has it first
+            order = [len(classes), *range(len(classes))]
+            head.cls.weight.copy_(state["fc8.weight"][order])
+            head.cls.bias.copy_(state["fc8.bias"][order])
+            return "fc6, fc7, classifier"
+    return "fc6, fc7"
 
 
 def mean_fc7_norm(head: SppHead, cache: FeatureCache, norm_scale: float, seed: int, images: int = 200,

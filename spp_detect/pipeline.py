@@ -58,7 +58,7 @@ def load_backbone(cfg: PipelineConfig, run: Path):
     from .backbones import build_backbone
 
     b = cfg.backbone
-    return build_backbone(b.name, resolve_weights(cfg, run), b.input_convention, width=getattr(b, "width", 1.0))
+    return build_backbone(b.name, resolve_weights(cfg, run), b.input_convention, width=b.width, batch_norm=b.batch_norm)
 
 
 def backbone_fingerprint(backbone) -> str:
@@ -194,12 +194,19 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     if val_ds is not None and features_path(run, val_ds.split).is_file():
         val = (open_features(run, val_ds), val_ds)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if f.init not in ("pretrained", "random"):
+        raise ConfigError(f"finetune.init: unknown value {f.init!r}; use pretrained or random")
+    pretrained = None
+    if f.init == "pretrained":
+        from .backbones import pretrained_head
+
+        pretrained = pretrained_head(resolve_weights(cfg, run))
     summary = finetune(
         cache, train_ds, val, out, stamp, fc_dim=f.fc_dim, dropout=f.dropout, iterations=f.iterations, lr=f.lr,
         lr_steps=f.lr_steps, momentum=f.momentum, weight_decay=f.weight_decay, batch_size=f.batch_size,
         images_per_batch=f.images_per_batch, fg_fraction=f.fg_fraction, fg_iou=f.fg_iou, bg_iou_low=f.bg_iou_low,
         flip=f.flip, random_scale=f.random_scale, val_every=f.val_every, val_images=f.val_images,
-        norm_target=cfg.extract.norm_target, seed=f.seed, resume=resume,
+        norm_target=cfg.extract.norm_target, seed=f.seed, resume=resume, pretrained=pretrained,
     )
     summary["path"] = str(out)
     return summary

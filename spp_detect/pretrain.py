@@ -337,7 +337,7 @@ def _first_difference(a: dict, b: dict) -> str | None:
     return None
 
 
-def _loader(dataset: CropDataset, images_per_batch: int, shuffle: bool, workers: int, seed: int):
+def _loader(dataset, images_per_batch: int, shuffle: bool, workers: int, seed: int, collate=collate_crops):
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -346,13 +346,53 @@ def _loader(dataset: CropDataset, images_per_batch: int, shuffle: bool, workers:
         batch_size=images_per_batch,
         shuffle=shuffle,
         num_workers=workers,
-        collate_fn=collate_crops,
+        collate_fn=collate,
         generator=generator,
     )
 
 
-def evaluate(model, dataset: CropDataset, size: int, images_per_batch: int, device, workers: int = 0) -> dict:
-    """Top-1 over the validation crops warped to ``size``: {"top1", "n", "per_class"}."""
+class CropTask:
+    """Crops warped to one size per epoch (the paper's classification pretraining)."""
+
+    name = "crops"
+    collate = staticmethod(collate_crops)
+
+    def __init__(self, sizes, crops_per_image: int, background_crops: int, context: float, background_iou: float):
+        self.sizes = tuple(int(s) for s in sizes)
+        self.crops_per_image = crops_per_image
+        self.background_crops = background_crops
+        self.context = context
+        self.background_iou = background_iou
+
+    def per_item(self, source: CropSource) -> int:
+        objects = self.crops_per_image if source.items[0].boxes is not None else 1
+        return objects + (self.background_crops if source.with_background else 0)
+
+    def datasets(self, train: CropSource, val: CropSource, seed: int):
+        return (CropDataset(train, True, self.crops_per_image, self.background_crops, self.context, self.background_iou, seed),
+                CropDataset(val, False, self.crops_per_image, self.background_crops, self.context, self.background_iou, seed))
+
+    def epoch_size(self, epoch: int) -> int:
+        return self.sizes[epoch % len(self.sizes)]  # multi-size training: one size per epoch, in turn
+
+    def epoch_label(self, epoch: int) -> str:
+        return f"@{self.epoch_size(epoch)}px"
+
+    def eval_sizes(self, configured) -> list[int]:
+        return [int(s) for s in configured]
+
+    def forward(self, model, batch, device):
+        import torch
+
+        crops, target = batch
+        if len(target) == 0:
+            return None, target
+        x = model.backbone.preprocess(crops, device=device).contiguous(memory_format=torch.channels_last)
+        return model(x), target.to(device)
+
+
+def evaluate(model, task, dataset, size: int, images_per_batch: int, device, workers: int = 0) -> dict:
+    """Top-1 over the validation examples (crops or windows) at ``size``: {"top1", "n", "per_class", "counts"}."""
     import torch
 
     dataset.size = size
@@ -361,12 +401,12 @@ def evaluate(model, dataset: CropDataset, size: int, images_per_batch: int, devi
     correct = np.zeros(n_labels, np.int64)
     total = np.zeros(n_labels, np.int64)
     with torch.no_grad():
-        for crops, labels in _loader(dataset, images_per_batch, False, workers, 0):
-            if len(labels) == 0:
+        for batch in _loader(dataset, images_per_batch, False, workers, 0, task.collate):
+            logits, labels = task.forward(model, batch, device)
+            if logits is None:
                 continue
-            x = model.backbone.preprocess(crops, device=device).contiguous(memory_format=torch.channels_last)
-            pred = model(x).argmax(1).cpu().numpy()
-            lab = labels.numpy()
+            pred = logits.argmax(1).cpu().numpy()
+            lab = labels.cpu().numpy()
             np.add.at(total, lab, 1)
             np.add.at(correct, lab, (pred == lab).astype(np.int64))
     n = int(total.sum())
@@ -384,6 +424,7 @@ def pretrain(
     backbone,
     out_dir: str | Path,
     *,
+    task=None,
     sizes=(224, 180),
     eval_sizes=(224, 180, 200),
     epochs: int = 10,
@@ -408,7 +449,9 @@ def pretrain(
 ) -> dict:
     """Train ``backbone`` + SPP + fc head on crops of ``train``; write ``out_dir/backbone.pt``.
 
-    Epoch ``e`` trains at ``sizes[e % len(sizes)]``. After every epoch a checkpoint
+    ``task``: what the examples are, :class:`CropTask` built from the crop arguments when None
+    (a :class:`~spp_detect.window_pretrain.WindowTask` trains on windows of whole images).
+    Epoch ``e`` of crop training runs at ``sizes[e % len(sizes)]``. After every epoch a checkpoint
     (``out_dir/checkpoint.pt``, keyed on ``stamp``) is written, and a run restarted with the same
     stamp resumes from it. Returns the metrics also written to ``out_dir/metrics.json``.
     """
@@ -439,10 +482,10 @@ def pretrain(
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum)
     else:
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
-    per_item = (crops_per_image if train.items[0].boxes is not None else 1) + (background_crops if train.with_background else 0)
-    images_per_batch = max(1, int(round(batch_size / max(1, per_item))))
-    train_set = CropDataset(train, True, crops_per_image, background_crops, context, background_iou, seed)
-    val_set = CropDataset(val, False, crops_per_image, background_crops, context, background_iou, seed)
+    if task is None:
+        task = CropTask(sizes, crops_per_image, background_crops, context, background_iou)
+    images_per_batch = max(1, int(round(batch_size / max(1, task.per_item(train)))))
+    train_set, val_set = task.datasets(train, val, seed)
     steps_per_epoch = math.ceil(len(train_set) / images_per_batch)
     total_steps = max(1, steps_per_epoch * epochs)
     warmup_steps = max(1, int(round(warmup * total_steps))) if warmup > 0 else 0
@@ -474,20 +517,18 @@ def pretrain(
         log.info("resuming pretraining from %s after epoch %d of %d", ckpt_path, start_epoch, epochs)
 
     for epoch in range(start_epoch, epochs):
-        size = int(sizes[epoch % len(sizes)])  # multi-size training: one size per epoch, in turn
+        size = task.epoch_size(epoch)
         train_set.size, train_set.epoch = size, epoch
         model.train()
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
-        loader = _loader(train_set, images_per_batch, True, workers, seed * 1000 + epoch)
-        with progress(total=len(loader), desc=f"pretrain {epoch + 1}/{epochs} @{size}px", unit="batch") as bar:
-            for crops, target in loader:
-                if len(target) == 0:
+        loader = _loader(train_set, images_per_batch, True, workers, seed * 1000 + epoch, task.collate)
+        with progress(total=len(loader), desc=f"pretrain {epoch + 1}/{epochs} {task.epoch_label(epoch)}", unit="batch") as bar:
+            for batch in loader:
+                logits, target = task.forward(model, batch, device)
+                if logits is None:
                     bar.update(1)
                     continue
-                x = backbone.preprocess(crops, device=device).contiguous(memory_format=torch.channels_last)
-                target = target.to(device)
-                logits = model(x)
                 loss = torch.nn.functional.cross_entropy(logits, target)
                 if not torch.isfinite(loss):
                     raise ArtifactError(
@@ -506,10 +547,10 @@ def pretrain(
         seconds += time.perf_counter() - t0
         history.append(
             {"epoch": epoch + 1, "size": size, "loss": loss_sum / max(1, seen), "train_top1": correct / max(1, seen),
-             "crops": seen, "lr_end": scheduler.get_last_lr()[0], "seconds": round(seconds, 1)}
+             "examples": seen, "lr_end": scheduler.get_last_lr()[0], "seconds": round(seconds, 1)}
         )
-        log.info("epoch %d/%d @%dpx: loss %.3f, train top-1 %.3f, %d crops", epoch + 1, epochs, size,
-                 history[-1]["loss"], history[-1]["train_top1"], seen)
+        log.info("epoch %d/%d %s: loss %.3f, train top-1 %.3f, %d %s", epoch + 1, epochs, task.epoch_label(epoch),
+                 history[-1]["loss"], history[-1]["train_top1"], seen, task.name)
         with atomic_path(ckpt_path) as tmp:
             torch.save(
                 {"stamp": stamp, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -519,9 +560,9 @@ def pretrain(
 
     # validation at every size, including sizes never trained on
     val_results = {}
-    for size in eval_sizes:
-        val_results[str(int(size))] = evaluate(model, val_set, int(size), images_per_batch, device, workers)
-        log.info("validation @%dpx: top-1 %.3f over %d crops", size, val_results[str(int(size))]["top1"], val_results[str(int(size))]["n"])
+    for size in task.eval_sizes(eval_sizes):
+        val_results[str(int(size))] = evaluate(model, task, val_set, int(size), images_per_batch, device, workers)
+        log.info("validation @%dpx: top-1 %.3f over %d %s", size, val_results[str(int(size))]["top1"], val_results[str(int(size))]["n"], task.name)
     counts = np.asarray(next(iter(val_results.values()))["counts"])  # the same crops at every size
     metrics = {
         "format_version": METRICS_FORMAT_VERSION,
@@ -586,12 +627,16 @@ def pretrain_stamp(cfg, train: CropSource, val: CropSource) -> dict:
         "backbone": b.name,
         "init_weights": _init_weights(b.weights),
         "width": b.width,
+        "batch_norm": b.batch_norm,
         "input_convention": b.input_convention,
         **{f"pretrain.{k}": (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
         "levels": [int(n) for n in cfg.spp.levels],
         "concat_order": cfg.spp.concat_order,
         "train": f"{train.name}/{train.split}/{train.fingerprint}",
         "val": f"{val.name}/{val.split}/{val.fingerprint}",
+        # windows are resized and projected as extraction does it
+        **({f"extract.{k}": (list(v) if isinstance(v, tuple) else v) for k, v in to_dict(cfg.extract).items()
+            if k in ("scales", "target_size", "max_size", "projection")} if cfg.pretrain.mode == "windows" else {}),
     }
 
 
@@ -668,12 +713,23 @@ def run_pretrain(cfg, run: Path, train_ds, val_ds=None, overwrite: bool = False)
         (out_dir / "checkpoint.pt").unlink()
 
     b = cfg.backbone
-    backbone = build_backbone(b.name, _init_weights(b.weights), b.input_convention, width=b.width)
+    backbone = build_backbone(b.name, _init_weights(b.weights), b.input_convention, width=b.width, batch_norm=b.batch_norm)
     p = cfg.pretrain
     device = _resolve_device(p.device)
+    task = None
+    if p.mode == "windows":
+        from .window_pretrain import WindowSampling, WindowTask
+
+        if train.items and train.items[0].boxes is None:
+            raise ConfigError("pretrain.mode: 'windows' needs a detection dataset (boxes); an image folder trains on crops")
+        e = cfg.extract
+        sampling = WindowSampling(tuple(e.scales), e.target_size, e.max_size, p.windows_per_image, p.fg_fraction, p.fg_iou)
+        task = WindowTask(sampling, e.projection, cfg.spp.levels, cfg.spp.concat_order)
+    elif p.mode != "crops":
+        raise ConfigError(f"pretrain.mode: unknown mode {p.mode!r}; use crops or windows")
     t0 = time.perf_counter()
     metrics = pretrain(
-        train, val, backbone, out_dir,
+        train, val, backbone, out_dir, task=task,
         sizes=p.sizes, eval_sizes=p.eval_sizes, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
         momentum=p.momentum, weight_decay=p.weight_decay, warmup=p.warmup, optimizer_name=p.optimizer,
         crops_per_image=p.crops_per_image,

@@ -45,6 +45,9 @@ def backbone_options(f):
 @dataset_options()
 @click.option("--val-split", default=None, help="Validation split (default: the pipeline's data.val_split).")
 @backbone_options
+@click.option("--mode", type=click.Choice(["crops", "windows"]), default=None,
+              help="crops (the paper's classification pretraining) or windows (windows of whole images at the "
+              "extraction scales, pooled from their conv5 map as the detector sees them).")
 @click.option("--sizes", callback=int_list, default=None,
               help="Training input sizes, one epoch each in turn (224,180: multi-size; 224: single-size).")
 @click.option("--eval-sizes", callback=int_list, default=None, help="Sizes validation top-1 is reported at.")
@@ -59,7 +62,7 @@ def backbone_options(f):
 @run_option
 @with_config
 @overwrite_option
-def pretrain(dataset, split, data_root, image_dir, skip_bad, val_split, backbone, weights, width, sizes, eval_sizes,
+def pretrain(dataset, split, data_root, image_dir, skip_bad, val_split, backbone, weights, width, mode, sizes, eval_sizes,
              epochs, batch_size, lr, optimizer, fc_dim, device, workers, run_dir, config_path, overrides, overwrite):
     """Pretrain a backbone + SPP + fc classifier on crops of a dataset's objects.
 
@@ -67,6 +70,10 @@ def pretrain(dataset, split, data_root, image_dir, skip_bad, val_split, backbone
     object, an extra class) are cut from the training split and warped to one size per epoch,
     the sizes taking turns (multi-size training). Also takes an image-folder dataset (one
     folder per class). Validation top-1 is printed at every evaluation size.
+
+    With --mode windows the examples are windows of whole training images instead (objects,
+    windows partly on them and background), each pooled from the conv5 map of its image at the
+    scale extraction would use (extract.scales, extract.target_size); top-1 is printed per scale.
     """
     from dataclasses import replace
 
@@ -81,7 +88,7 @@ def pretrain(dataset, split, data_root, image_dir, skip_bad, val_split, backbone
                          image_dir=None if image_dir is None else str(image_dir), skip_bad=skip_bad,
                          train_split=split, val_split=val_split),
         backbone=with_values(cfg.backbone, name=backbone, weights=weights, width=width),
-        pretrain=with_values(cfg.pretrain, sizes=sizes, eval_sizes=eval_sizes, epochs=epochs, batch_size=batch_size,
+        pretrain=with_values(cfg.pretrain, mode=mode, sizes=sizes, eval_sizes=eval_sizes, epochs=epochs, batch_size=batch_size,
                              lr=lr, optimizer=optimizer, fc_dim=fc_dim, device=device, workers=workers),
     )
     d = cfg.data
