@@ -96,12 +96,6 @@ class InputConvention:
         x = x * (self.max_value / 255.0)
         return ((x - mean) / std).contiguous()
 
-    def mean_rgb(self) -> tuple[int, int, int]:
-        """The uint8 RGB colour that preprocesses to (about) zero: what zero padding looks like."""
-        mean = [m * 255.0 / self.max_value for m in self.mean]
-        rgb = mean[::-1] if self.channel_order == "BGR" else mean
-        return tuple(int(round(min(255.0, max(0.0, v)))) for v in rgb)
-
     def to_dict(self) -> dict:
         return asdict(self)
 

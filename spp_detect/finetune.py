@@ -168,7 +168,7 @@ def finetune(
     head = SppHead(train_cache.dim, fc_dim, n_classes, dropout)
     copied = init_from_pretrained(head, pretrained, train_ds.classes, train_cache.levels, train_cache.concat_order,
                                   norm_scale)
-    log.info("fine-tuning starts from pretrained fc layers: %s", copied)
+    log.info("fc layers copied from the pretraining: %s", copied)
     model: nn.Module = head
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(head)

@@ -181,6 +181,8 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
 
     out = models_dir(run) / "head.pt"
     f = cfg.finetune
+    if f.init not in ("pretrained", "random"):
+        raise ConfigError(f"finetune.init: unknown value {f.init!r}; use pretrained or random")
     cache = open_features(run, train_ds, f.memory_mb)
     # how many processes and how much RAM do not change the result: left out of the stamp
     stamp = {"features": feature_key(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0))}
@@ -194,8 +196,6 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     if val_ds is not None and features_path(run, val_ds.split).is_file():
         val = (open_features(run, val_ds), val_ds)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if f.init not in ("pretrained", "random"):
-        raise ConfigError(f"finetune.init: unknown value {f.init!r}; use pretrained or random")
     pretrained = None
     if f.init == "pretrained":
         from .backbones import pretrained_head

@@ -563,7 +563,8 @@ def pretrain(
     for size in task.eval_sizes(eval_sizes):
         val_results[str(int(size))] = evaluate(model, task, val_set, int(size), images_per_batch, device, workers)
         log.info("validation @%dpx: top-1 %.3f over %d %s", size, val_results[str(int(size))]["top1"], val_results[str(int(size))]["n"], task.name)
-    counts = np.asarray(next(iter(val_results.values()))["counts"])  # the same crops at every size
+    # crops: the same at every size; windows: each scale has its own, the first one's are reported
+    counts = np.asarray(next(iter(val_results.values()))["counts"])
     metrics = {
         "format_version": METRICS_FORMAT_VERSION,
         "classes": labels,

@@ -1,30 +1,32 @@
-"""Pretraining on windows in their context: ``pretrain.mode = "windows"``.
+"""Pretraining on windows of whole images: ``pretrain.mode = "windows"``.
 
 Crop pretraining (:mod:`spp_detect.pretrain`, the paper's classification side) shows the trunk
 each object warped to fill a square input, aligned with the conv grid, nothing around it, the
 SPP layer pooling the whole map. The detector shows it something else: a window of a whole
-image at some scale, aspect kept, at any offset to the stride-16 grid, neighbours and clutter
-around it, only the cells inside the window pooled, and windows partly off an object that must
-read as background. A trunk trained on crops alone transfers badly to that (on the synthetic
-data: 0.91 top-1 on crops, about 0.5 on the same boxes pooled from image maps). Where no
-ImageNet network stands in for the paper's pretrained trunk, this mode trains it on windows
-the way SPP-net later sees them, at the cost of crops:
+image at one of a few scales, aspect kept, at any offset to the stride-16 grid, neighbours and
+clutter around it, only the cells inside the window pooled, and windows partly off an object
+that must read as background. A trunk trained on crops alone transfers badly to that (on the
+synthetic data: 0.91 top-1 on crops, 0.47 on the same boxes pooled from image maps). This mode
+trains the trunk on windows the way SPP-net later sees them:
 
-1. Windows of each training image (:func:`sample_windows`): ``fg_fraction`` of them with IoU
-   >= ``fg_iou`` to a usable ground-truth box (its class), the rest background (below
-   ``fg_iou`` with every annotated box, difficult ones included), half near an object, half
-   anywhere.
-2. Each window is resized to area ``size ** 2`` (the epoch's size, ``sizes`` taking turns; a
-   random factor in [0.7, 1.4] for the gaps between extraction scales) and cut with its
-   context into a square patch of 1.5 ``size`` at a random offset, mirrored half of the time;
-   outside the image the patch holds the mean colour (the trunk's zero padding).
-3. Patches of a batch go through the trunk together; each window's cells (projected by
-   ``extract.projection``) are pooled with the exact SPP bins (:func:`spp_detect.spp.spp_pool`,
-   so gradients reach the trunk), then fc6 -> fc7 -> fc8 over the classes plus background.
-4. Validation: fixed windows of every validation image, centred, top-1 at each ``eval_sizes``.
+1. Each training image is mirrored half of the time and resized to one of ``extract.scales``
+   (drawn at random, ``extract.max_size`` cap), one conv pass.
+2. Its windows (:func:`sample_windows`) are those the extraction's scale choice
+   (``extract.target_size``, jittered by up to 20% so boundary windows go to either side) would
+   pool at that scale: ``fg_fraction`` of them with IoU >= ``fg_iou`` to a usable ground-truth
+   box (its class), the rest background (below ``fg_iou`` with every annotated box, difficult
+   ones included), half near an object, half anywhere.
+3. Each window is projected onto the map (``extract.projection``) and pooled with the exact SPP
+   bins (:func:`spp_detect.spp.spp_pool`, so gradients reach the trunk; the same numbers as the
+   detection pooler), then fc6 -> fc7 -> fc8 over the classes plus background.
+4. Validation: fixed windows of every validation image, top-1 at each extraction scale.
+
+Measured on the CPU demo's budget (3 minutes from scratch) it learns far more slowly than crop
+pretraining and gives a worse detector (mAP 0.17 against 0.33), so the demo pretrains on crops;
+this mode is for budgets that can train the trunk longer, or to adapt a pretrained one.
 
 Boxes are in the package's internal convention (float (N, 4) ``(x1, y1, x2, y2)``, 0-based
-inclusive pixels) throughout, in the original image's frame unless a patch's is named.
+inclusive pixels), in the original image's frame unless the resized one is named.
 """
 
 from __future__ import annotations
