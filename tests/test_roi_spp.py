@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spp_detect.roi_spp import bin_edges, ordered_levels, roi_spp_pool
+from spp_detect.roi_spp import RoiSppPooler, bin_edges, ordered_levels, roi_spp_pool
 
 
 def reference_pool(fmap: np.ndarray, rect, levels, order="coarse_first"):
@@ -60,6 +60,20 @@ def test_every_window_size_up_to_40():
     got = roi_spp_pool(fmap, rects).numpy()
     for k in rng.choice(len(rects), 120, replace=False):
         np.testing.assert_array_equal(got[k], reference_pool(fmap, rects[k], (6, 3, 2, 1)))
+
+
+def test_reused_pooler_with_duplicate_windows_and_changing_sizes():
+    # one pooler across calls keeps its scratch buffers and queries each distinct bin once:
+    # results must not depend on what the previous call left behind, nor on duplicates
+    rng = np.random.default_rng(7)
+    pooler = RoiSppPooler()
+    for h, w, n in [(30, 40, 300), (12, 9, 50), (42, 56, 500), (5, 5, 30)]:
+        fmap = rng.standard_normal((4, h, w)).astype(np.float32)
+        base = random_rects(rng, h, w, n // 3)
+        rects = np.concatenate([base, base[::-1], base[: n - 2 * len(base)]])  # every window twice or more
+        got = pooler(torch.from_numpy(fmap), rects).numpy()
+        want = np.stack([reference_pool(fmap, r, (6, 3, 2, 1)) for r in rects])
+        np.testing.assert_array_equal(got, want)
 
 
 def test_layout_and_errors():
