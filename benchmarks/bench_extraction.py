@@ -128,6 +128,21 @@ def main():
           f"{per_window * 1e3:.1f} ms each) | {rcnn_total / len(images):.1f} | 1x |")
     print(f"| SPP, 1 scale (688), pooling included | {spp1 / len(images):.3f} | **{rcnn_total / spp1:.0f}x** (target >= 100x) |")
     print(f"| SPP, 5 scales (480..1200), pooling included | {spp5 / len(images):.3f} | **{rcnn_total / spp5:.0f}x** (target >= 30x) |")
+    from spp_detect.geometry import resize_shape
+
+    def pixels(scales):
+        return float(np.mean([sum(np.prod(resize_shape(r.height, r.width, s)[:2]) for s in scales) for r in ds.records]))
+
+    rcnn_pixels = n_boxes / len(images) * 224 * 224
+    print(f"\nWhat bounds these ratios on a CPU: the trunk's cost grows with the pixels it sees, at about the "
+          f"same cost per pixel for a 224 x 224 crop as for a whole image (measured here: "
+          f"{per_window / (224 * 224) * 1e9:.0f} ns per pixel for R-CNN's crops, "
+          f"{spp1 / len(images) / pixels((688,)) * 1e9:.0f} at 1 scale and "
+          f"{spp5 / len(images) / pixels(FIVE) * 1e9:.0f} at 5 scales, pooling included). R-CNN's windows hold "
+          f"{rcnn_pixels / pixels((688,)):.0f}x the pixels of the 688 image and {rcnn_pixels / pixels(FIVE):.0f}x "
+          f"those of the five scales together, so at equal cost per pixel 5 scales cannot pass "
+          f"~{rcnn_pixels / pixels(FIVE):.0f}x on a CPU. The paper's 38x was measured on a GPU, where large "
+          f"images use the device better than small crops do.")
 
     # cache size and memory over a real extraction of the 20 images
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,8 +166,6 @@ def main():
 
     cells = []
     for r in ds.records:
-        from spp_detect.geometry import resize_shape
-
         cells.append(sum(np.prod(zf5.output_size(*resize_shape(r.height, r.width, s)[:2])) for s in FIVE))
     raw16 = float(np.mean(cells)) * 256 * 2 / 1e6
     pooled32 = n_boxes / len(images) * 12800 * 4 / 1e6

@@ -191,6 +191,23 @@ def test_within_channel_lrn_backward_matches_autograd():
     assert torch.autograd.gradcheck(wide, (x,))
 
 
+@pytest.mark.parametrize("size,alpha,beta", [(3, 5e-5, 0.75), (5, 1e-3, 0.5)])
+def test_within_channel_lrn_inference_stripes_match_reference(monkeypatch, size, alpha, beta):
+    # without autograd the LRN runs in stripes of rows; tiny stripes force many of them
+    import spp_detect.backbones as bb
+
+    monkeypatch.setattr(bb, "STRIPE_BYTES", 1)
+    lrn = WithinChannelLRN(size, alpha, beta)
+    for h, w in [(1, 4), (2, 3), (7, 5), (13, 9)]:
+        x = torch.randn(2, 3, h, w) * 60
+        want = within_channel_lrn_reference(x, size, alpha, beta)
+        with torch.inference_mode():
+            torch.testing.assert_close(lrn(x), want)
+            torch.testing.assert_close(lrn(x.contiguous(memory_format=torch.channels_last)), want)
+        with torch.no_grad():
+            torch.testing.assert_close(lrn(x), want)
+
+
 def test_unknown_layer_is_an_error_not_a_guess():
     with pytest.raises(ValueError, match="Upsample"):
         layer_ops(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2)))
