@@ -8,7 +8,8 @@ The mining loop is R-CNN's, as the released SPP code runs it:
   images only the hard ones (score > ``hard_threshold``, -1.0001, under the current model);
 - retrain when more than ``retrain_every`` (2,000) new negatives have come in, and at the
   end; after each retrain, cached negatives scoring below ``evict_threshold`` (-1.2) are
-  dropped. A window seen twice (same conv5 rectangle at the same scale) counts once.
+  dropped. A window seen twice in an image (same conv5 rectangle at the same scale) counts
+  once; windows of different images are different negatives even when their rectangles agree.
 
 Solver: scikit-learn's ``LinearSVC`` (liblinear, L2-regularised hinge loss solved in the dual,
 ``loss="hinge"``), ``C`` = 0.001, positive-class weight 2, and liblinear's bias feature of value
@@ -37,7 +38,7 @@ class SvmImage:
 
     ``features``: (N, D) float32, norm-scaled; ``boxes``: (N, 4) internal convention (0-based
     inclusive pixels); ``keys``: (N,) int64 identifying each window's conv5 rectangle and scale
-    (duplicates share a key); ``window_labels``: (N,) int, the class of a window that IS a
+    within the image (duplicates share a key; the trainer scopes keys by ``image_id``); ``window_labels``: (N,) int, the class of a window that IS a
     ground-truth box (a positive), -1 for proposals; ``gt_boxes``/``gt_labels``: the image's
     ground truth, to find negatives.
     """
@@ -94,19 +95,20 @@ class ClassState:
     b: float = 0.0
     positives: list[np.ndarray] = field(default_factory=list)
     neg_features: np.ndarray | None = None
-    neg_keys: set = field(default_factory=set)
-    neg_key_array: np.ndarray | None = None
+    neg_keys: set = field(default_factory=set)  # (image ordinal, window key) of cached negatives
+    neg_key_array: np.ndarray | None = None  # (N, 2) int64: the same pairs, row-aligned with neg_features
     new_since_retrain: int = 0
     retrains: int = 0
     log: list[dict] = field(default_factory=list)
 
-    def add_negatives(self, feats: np.ndarray, keys: np.ndarray) -> int:
-        fresh = [i for i, k in enumerate(keys.tolist()) if k not in self.neg_keys]
+    def add_negatives(self, feats: np.ndarray, keys: np.ndarray, image: int) -> int:
+        """Cache the windows of image ordinal ``image`` not cached yet; returns how many were new."""
+        fresh = [i for i, k in enumerate(keys.tolist()) if (image, k) not in self.neg_keys]
         if not fresh:
             return 0
-        self.neg_keys.update(keys[fresh].tolist())
+        self.neg_keys.update((image, k) for k in keys[fresh].tolist())
         f = feats[fresh].astype(np.float16)  # half precision: the cache is what costs memory
-        k = keys[fresh]
+        k = np.stack([np.full(len(fresh), image, np.int64), np.asarray(keys, np.int64)[fresh]], 1)
         self.neg_features = f if self.neg_features is None else np.concatenate([self.neg_features, f])
         self.neg_key_array = k if self.neg_key_array is None else np.concatenate([self.neg_key_array, k])
         self.new_since_retrain += len(fresh)
@@ -135,6 +137,7 @@ class HardNegativeTrainer:
         self.negative_iou, self.hard_threshold, self.evict_threshold = negative_iou, hard_threshold, evict_threshold
         self.retrain_every, self.workers, self.seed = retrain_every, max(1, workers), seed
         self.first_image_done = [False] * n_classes
+        self._image_ordinal: dict[str, int] = {}  # image id -> small int scoping its window keys
         self._pool = ProcessPoolExecutor(self.workers) if self.workers > 1 else None
 
     # ------------------------------------------------------------------ mining
@@ -142,6 +145,7 @@ class HardNegativeTrainer:
         from .boxes import iou_matrix
 
         feats = image.features
+        ordinal = self._image_ordinal.setdefault(image.image_id, len(self._image_ordinal))
         scores = feats @ np.stack([s.w for s in self.states], 1) + np.array([s.b for s in self.states], np.float32)
         due = []
         is_gt = image.window_labels >= 0
@@ -158,7 +162,7 @@ class HardNegativeTrainer:
             self.first_image_done[c] = True
             idx = np.nonzero(neg)[0]
             if len(idx):
-                st.add_negatives(feats[idx], image.keys[idx])
+                st.add_negatives(feats[idx], image.keys[idx], ordinal)
             if st.new_since_retrain > self.retrain_every:
                 due.append(st)
         if due:
@@ -189,7 +193,7 @@ class HardNegativeTrainer:
                 st.neg_features = st.neg_features[keep]
                 dropped = st.neg_key_array[~keep]
                 st.neg_key_array = st.neg_key_array[keep]
-                st.neg_keys.difference_update(dropped.tolist())
+                st.neg_keys.difference_update(map(tuple, dropped.tolist()))
             entry = {
                 "retrain": st.retrains, "positives": len(task[0]), "negatives": n_before,
                 "kept_negatives": 0 if st.neg_features is None else len(st.neg_features), "objective": objective,

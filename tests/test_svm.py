@@ -62,6 +62,19 @@ def test_duplicates_count_once_and_eviction():
     assert len(t.states[0].neg_features) == 0 and not t.states[0].neg_keys
 
 
+def test_equal_rectangles_of_different_images_are_different_negatives():
+    # window keys name a conv5 rectangle and scale within an image: a 3x3-cell window at the
+    # same place in two images is two negatives, not a duplicate
+    rng = np.random.default_rng(4)
+    t = HardNegativeTrainer(1, 8, retrain_every=10**9)
+    a = _image(rng, 0)
+    b = SvmImage("another", a.features + 0.5, a.boxes, a.keys.copy(), a.window_labels, a.gt_boxes, a.gt_labels)
+    t.add_image(a)
+    n = len(t.states[0].neg_features)
+    t.add_image(b)  # w = 0 scores everything 0 > -1.0001: all of b's negatives are hard
+    assert len(t.states[0].neg_features) == 2 * n
+
+
 def test_fit_objective_and_bias_feature():
     rng = np.random.default_rng(3)
     pos = rng.normal(2, 1, (30, 4)).astype(np.float32)
