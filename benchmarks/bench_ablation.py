@@ -1,10 +1,10 @@
 """Ablation on the synthetic dataset, like the paper's table: SVM on the SPP vector without
 fine-tuning, fine-tuned fc7, fine-tuned fc7 + box regression, each at one scale and at the demo's
-three scales.
+scales.
 
 Both columns share the synthetic data, the pretrained backbone and the proposals (made once, in
 the multi-scale run, then copied); everything after extraction is trained per column. Settings
-are pipelines/demo.toml's; the single scale is the middle one (352).
+are pipelines/demo.toml's; the single scale is the middle one of the demo's.
 """
 
 from __future__ import annotations
@@ -52,11 +52,13 @@ def main():
         # the single-scale column reuses the pretrained backbone and the proposals
         single_run = tmp / "single"
         shutil.copytree(tmp / "multi" / "proposals", single_run / "proposals")
+        scales = tuple(base.extract.scales)
+        one = scales[len(scales) // 2]
         single = replace(base, run=str(single_run), backbone=replace(base.backbone, weights=str(tmp / "multi")),
-                         extract=replace(base.extract, scales=(352,)))
+                         extract=replace(base.extract, scales=(one,)))
         res_single = column(single, single_run)
     print("## Ablation on the synthetic dataset (voc07 mAP, test split, 150 images)\n")
-    print("| features | 1 scale (352) | 3 scales (224, 352, 512) |")
+    print(f"| features | 1 scale ({one}) | {len(scales)} scales ({', '.join(map(str, scales))}) |")
     print("|---|---|---|")
     for name in ("SPP vector, no fine-tuning", "fine-tuned fc7", "fc7 + bbox regression"):
         print(f"| {name} | {res_single[name]:.4f} | {res_multi[name]:.4f} |")
