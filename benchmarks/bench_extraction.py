@@ -134,8 +134,8 @@ def main():
         return float(np.mean([sum(np.prod(resize_shape(r.height, r.width, s)[:2]) for s in scales) for r in ds.records]))
 
     rcnn_pixels = n_boxes / len(images) * 224 * 224
-    print(f"\nWhat bounds these ratios on a CPU: the trunk's cost grows with the pixels it sees, at about the "
-          f"same cost per pixel for a 224 x 224 crop as for a whole image (measured here: "
+    print(f"\nWhat bounds these ratios on a CPU: the trunk's cost grows with the pixels it sees, and a pixel of "
+          f"a whole image costs no less than a pixel of a 224 x 224 crop (measured here: "
           f"{per_window / (224 * 224) * 1e9:.0f} ns per pixel for R-CNN's crops, "
           f"{spp1 / len(images) / pixels((688,)) * 1e9:.0f} at 1 scale and "
           f"{spp5 / len(images) / pixels(FIVE) * 1e9:.0f} at 5 scales, pooling included). R-CNN's windows hold "

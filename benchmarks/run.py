@@ -1,7 +1,9 @@
 """Run every benchmarks/bench_*.py (or those named) and collect their output into REPORT.md.
 
 Each benchmark prints a markdown section with its figures to stdout; this script adds the
-machine and date, and writes ``benchmarks/REPORT.md`` (atomically). Usage::
+machine and date, and writes ``benchmarks/REPORT.md`` (atomically). Benchmarks named on the
+command line replace their own sections of an existing report and keep the others; every
+section ends with the line naming its script, how long it took and when it ran. Usage::
 
     python benchmarks/run.py                 # all
     python benchmarks/run.py pooling proposals
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -27,6 +30,23 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}"
 
 
+END_MARK = re.compile(r"^_\((bench_\w+\.py): .*\)_$")
+
+
+def split_report(text: str) -> tuple[str, dict[str, str]]:
+    """A report's header and its sections by script, each ending with its ``_(bench_x.py: ...)_`` line."""
+    lines = text.splitlines(keepends=True)
+    first = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    header, blocks, current = "".join(lines[:first]), {}, []
+    for line in lines[first:]:
+        current.append(line)
+        m = END_MARK.match(line.strip())
+        if m:
+            blocks[m.group(1)] = "".join(current).strip("\n") + "\n"
+            current = []
+    return header, blocks
+
+
 def main(names: list[str]) -> int:
     scripts = sorted(HERE.glob("bench_*.py"))
     if names:
@@ -34,11 +54,17 @@ def main(names: list[str]) -> int:
         if not scripts:
             print(f"no benchmark named {names}; have: {[s.stem for s in sorted(HERE.glob('bench_*.py'))]}")
             return 2
-    sections = [
-        "# spp-detect benchmark report\n",
-        f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `make bench` on: {machine()}.\n",
-        "Every figure below was measured in this run; ratios compare methods measured in the same run.\n",
-    ]
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    header = (
+        "# spp-detect benchmark report\n\n"
+        f"Generated {now} by `make bench` on: {machine()}.\n\n"
+        "Every figure below was measured in this run; ratios compare methods measured in the same run.\n\n"
+    )
+    report = HERE / "REPORT.md"
+    blocks: dict[str, str] = {}
+    if names and report.exists():
+        # a partial run replaces its own sections and keeps the others (each says when it ran)
+        header, blocks = split_report(report.read_text())
     failed = 0
     for script in scripts:
         print(f"== {script.name}", flush=True)
@@ -49,16 +75,13 @@ def main(names: list[str]) -> int:
         print(proc.stdout, flush=True)
         if proc.returncode != 0:
             failed += 1
-            sections.append(f"## {script.stem}: FAILED (exit {proc.returncode})\n\n```\n{proc.stderr[-2000:]}\n```\n")
+            body = f"## {script.stem}: FAILED (exit {proc.returncode})\n\n```\n{proc.stderr[-2000:]}\n```"
         else:
-            sections.append(proc.stdout.strip() + f"\n\n_({script.name}: {took:.0f} s)_\n")
-    report = HERE / "REPORT.md"
-    if names and report.exists():
-        # a partial run updates its own sections and keeps the others
-        report = HERE / "results" / "REPORT-partial.md"
-        report.parent.mkdir(exist_ok=True)
+            body = proc.stdout.strip()
+        blocks[script.name] = f"{body}\n\n_({script.name}: {took:.0f} s, {now})_\n"
+    text = header.rstrip("\n") + "\n\n" + "\n".join(blocks[k] for k in sorted(blocks))
     tmp = report.with_suffix(".tmp")
-    tmp.write_text("\n".join(sections))
+    tmp.write_text(text)
     tmp.replace(report)
     print(f"report -> {report}")
     return 1 if failed else 0
