@@ -58,7 +58,8 @@ def main(names: list[str]) -> int:
     header = (
         "# spp-detect benchmark report\n\n"
         f"Generated {now} by `make bench` on: {machine()}.\n\n"
-        "Every figure below was measured in this run; ratios compare methods measured in the same run.\n\n"
+        "Ratios compare methods measured in the same run of the same script; each section's last line names "
+        "its script, how long it took and when it ran (`benchmarks/run.py NAME` reruns one section).\n\n"
     )
     report = HERE / "REPORT.md"
     blocks: dict[str, str] = {}
