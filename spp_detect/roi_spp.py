@@ -118,24 +118,19 @@ class Workspace:
         return buf[:numel].view(shape)
 
 
-def _merge_bins(level: torch.Tensor, n: int, k: int, out: torch.Tensor | None = None,
-                half: torch.Tensor | None = None) -> torch.Tensor:
-    """(R, n*k, n*k, C) bins -> (R, n, n, C): each output bin is the max of a k x k block.
+def _merge_bins(level: torch.Tensor, n: int, k: int, out: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+    """(R, n*k, n*k, C) bins -> ``out`` (R, n, n, C): each output bin is the max of a k x k block.
 
-    Separable: columns within each block first, then rows (2(k-1) maxima instead of k^2 - 1).
-    ``out`` and ``half`` (R, n*k, n, C): optional preallocated results, so that repeated calls
-    do not pay for fresh memory.
+    Separable: columns within each block first, into ``half`` (R, n*k, n, C), then rows
+    (2(k-1) maxima instead of k^2 - 1). Both buffers come from the pooler's workspace, so
+    repeated calls do not pay for fresh memory. ``k`` >= 2.
     """
     r, _, _, c = level.shape
     cols = level.view(r, n * k, n, k, c)
-    if half is None:
-        half = torch.empty((r, n * k, n, c), dtype=level.dtype, device=level.device)
     torch.maximum(cols[:, :, :, 0], cols[:, :, :, 1], out=half)
     for j in range(2, k):
         torch.maximum(half, cols[:, :, :, j], out=half)
     rows = half.view(r, n, k, n, c)
-    if out is None:
-        out = torch.empty((r, n, n, c), dtype=level.dtype, device=level.device)
     torch.maximum(rows[:, :, 0], rows[:, :, 1], out=out)
     for i in range(2, k):
         torch.maximum(out, rows[:, :, i], out=out)

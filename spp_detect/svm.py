@@ -38,9 +38,9 @@ class SvmImage:
 
     ``features``: (N, D) float32, norm-scaled; ``boxes``: (N, 4) internal convention (0-based
     inclusive pixels); ``keys``: (N,) int64 identifying each window's conv5 rectangle and scale
-    within the image (duplicates share a key; the trainer scopes keys by ``image_id``); ``window_labels``: (N,) int, the class of a window that IS a
-    ground-truth box (a positive), -1 for proposals; ``gt_boxes``/``gt_labels``: the image's
-    ground truth, to find negatives.
+    within the image (duplicates share a key; the trainer scopes keys by ``image_id``);
+    ``window_labels``: (N,) int, the class of a window that IS a ground-truth box (a positive),
+    -1 for proposals; ``gt_boxes``/``gt_labels``: the image's ground truth, to find negatives.
     """
 
     image_id: str
