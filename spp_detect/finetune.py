@@ -14,7 +14,9 @@ Otherwise, or with ``finetune.init = "random"``, the head starts from random wei
 
 Model selection uses the validation split's cache (never the test split): the head with the
 lowest validation loss is kept. Checkpoints allow ``--resume``. Under torchrun the head runs in
-DistributedDataParallel, each rank drawing its own batches.
+DistributedDataParallel: each of the N ranks draws ``batch_size / N`` windows from
+``images_per_batch / N`` images with its own random stream, and the averaged gradient is that of
+one ``batch_size`` batch, so the configured numbers mean the same whatever N is.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from .datasets.base import DetectionDataset
+from .errors import ConfigError
 from .features.cache import FeatureCache
 from .head import SppHead, save_head
 from .io_utils import atomic_path
@@ -146,13 +149,14 @@ def finetune(
     """Train the head and save the selected one to ``out_path`` (models/head.pt)."""
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     torch.manual_seed(seed + rank)
+    rank_batch, rank_images = split_batch(batch_size, images_per_batch, world_size)
     n_classes = len(train_ds.classes)
     norm_scale = train_cache.norm_scale(norm_target)
     samples = build_samples(train_cache, train_ds, fg_iou, bg_iou_low)
     n_fg = sum(len(s.fg) for s in samples)
     log.info("fine-tuning on %d images: %d foreground, %d background windows", len(samples), n_fg,
              sum(len(s.bg) for s in samples))
-    sampler = BatchSampler(train_cache, samples, batch_size, images_per_batch, fg_fraction, flip, random_scale,
+    sampler = BatchSampler(train_cache, samples, rank_batch, rank_images, fg_fraction, flip, random_scale,
                            norm_scale, seed + 1000 * rank)
     val_batches = None
     if val is not None:
@@ -172,6 +176,8 @@ def finetune(
     model: nn.Module = head
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(head)
+        log.info("DistributedDataParallel over %d processes: %d windows from %d images per process and step",
+                 world_size, rank_batch, rank_images)
     weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
     biases = [p for n, p in head.named_parameters() if n.endswith("bias")]
     opt = torch.optim.SGD([
@@ -235,6 +241,14 @@ def finetune(
         save_head(out_path, head, meta)
     return {"history": history, "selected_iteration": meta["selected_iteration"], "fc7_norm_mean": fc7_norm,
             "initialised": copied}
+
+
+def split_batch(batch_size: int, images_per_batch: int, world_size: int) -> tuple[int, int]:
+    """Windows and images per step for each of ``world_size`` ranks (see the module docstring)."""
+    if batch_size % world_size:
+        raise ConfigError(f"finetune.batch_size: {batch_size} windows cannot be split evenly over {world_size} "
+                          "processes; use a multiple of the process count")
+    return batch_size // world_size, max(1, images_per_batch // world_size)
 
 
 def init_from_pretrained(head: SppHead, pretrained: dict | None, classes, levels, concat_order: str,

@@ -176,11 +176,15 @@ def feature_key(cache) -> str:
 
 def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val_ds: DetectionDataset | None,
                  overwrite: bool = False, resume: bool = False) -> dict:
+    from .features.extract import world
     from .finetune import finetune
     from .io_utils import check_overwrite
 
     out = models_dir(run) / "head.pt"
     f = cfg.finetune
+    _, world_size = world()
+    if world_size > 1:
+        _init_distributed()
     if f.init not in ("pretrained", "random"):
         raise ConfigError(f"finetune.init: unknown value {f.init!r}; use pretrained or random")
     cache = open_features(run, train_ds, f.memory_mb)
@@ -208,6 +212,10 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
         flip=f.flip, random_scale=f.random_scale, val_every=f.val_every, val_images=f.val_images,
         norm_target=cfg.extract.norm_target, seed=f.seed, resume=resume, pretrained=pretrained,
     )
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 writes head.pt: no rank goes on before it exists
     summary["path"] = str(out)
     return summary
 

@@ -66,3 +66,51 @@ def test_propose_two_ranks_equal_one_process(tmp_path):
         assert a.image_ids == b.image_ids == ds.image_ids
         for image_id in ds.image_ids:
             np.testing.assert_array_equal(a.boxes(image_id), b.boxes(image_id))
+
+
+@pytest.mark.slow
+def test_finetune_two_ranks(tmp_path):
+    """Fine-tuning under torchrun: the process group is set up, each rank draws half the batch,
+    rank 0 writes a head that loads, and the run ends cleanly on both ranks."""
+    from spp_detect.head import load_head
+    from spp_detect.proposals.store import dataset_stamp, write_proposals
+    from tests.helpers import jittered_proposals
+
+    root = make_voc_tree(tmp_path / "voc", n_images=6, splits={"train": [0, 1, 2, 3], "val": [4, 5]})
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cli = [sys.executable, "-m", "spp_detect"]
+    for split in ("train", "val"):
+        ds = open_dataset(str(root), split)
+        props = jittered_proposals(ds)
+        write_proposals(run / "proposals" / f"{split}.h5", ds.image_ids, [props[i] for i in ds.image_ids],
+                        dict(dataset_stamp(ds), params={}))
+        proc = _extract(cli + ["extract", "--dataset", str(root), "--split", split, "--backbone", "zf5",
+                               "--weights", "none", "--set", "backbone.width=0.25", "--scales", "96,128",
+                               "--run-dir", str(run)], env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+                "spp_detect"]
+    proc = _extract(launcher + ["finetune", "--dataset", str(root), "--split", "train", "--run-dir", str(run),
+                                "--set", "finetune.init=random", "--set", "data.val_split=val", "--set", "finetune.fc_dim=32",
+                                "--set", "finetune.batch_size=32", "--set", "finetune.images_per_batch=4",
+                                "--set", "finetune.iterations=6", "--set", "finetune.val_every=3",
+                                "--set", "finetune.lr_steps=[4]"], env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "DistributedDataParallel over 2 processes: 16 windows from 2 images" in out
+    head, meta = load_head(run / "models" / "head.pt")
+    assert [h["iteration"] for h in meta["history"]] == [3, 6]
+    assert all("val_loss" in h for h in meta["history"])
+    assert meta["selected_iteration"] in (3, 6)
+
+
+def test_batch_split_over_ranks():
+    from spp_detect.errors import ConfigError
+    from spp_detect.finetune import split_batch
+
+    assert split_batch(128, 2, 1) == (128, 2)
+    assert split_batch(128, 2, 2) == (64, 1)
+    assert split_batch(128, 2, 4) == (32, 1)  # never fewer than one image per rank
+    with pytest.raises(ConfigError, match="finetune.batch_size: 33 .* 2 processes"):
+        split_batch(33, 2, 2)

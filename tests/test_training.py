@@ -16,25 +16,7 @@ from spp_detect.pipeline import (
     run_train_bbox,
     run_train_svm,
 )
-
-
-def jittered_proposals(ds, n=40, seed=0):
-    """Windows around the ground truth (so there are foreground windows) plus random ones."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for r in ds:
-        boxes = []
-        for b in r.boxes:
-            w, h = b[2] - b[0] + 1, b[3] - b[1] + 1
-            for _ in range(6):
-                d = rng.normal(0, 0.08, 4) * [w, h, w, h]
-                boxes.append(b + d)
-        xy = rng.uniform(0, [r.width - 10, r.height - 10], (n, 2))
-        boxes += list(np.concatenate([xy, xy + rng.uniform(8, 50, (n, 2))], 1))
-        boxes = np.clip(np.array(boxes), 0, [r.width - 1, r.height - 1, r.width - 1, r.height - 1])
-        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
-        out[r.image_id] = boxes.astype(np.float32)
-    return out
+from tests.helpers import jittered_proposals
 
 
 @pytest.fixture(scope="module")
