@@ -22,7 +22,6 @@ one ``batch_size`` batch, so the configured numbers mean the same whatever N is.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from torch import nn
 from .datasets.base import DetectionDataset
 from .errors import ConfigError
 from .features.cache import FeatureCache
+from .features.extract import world
 from .head import SppHead, save_head
 from .io_utils import atomic_path
 from .pretrain import BACKGROUND
@@ -147,7 +147,7 @@ def finetune(
     pretrained: dict | None = None,
 ) -> dict:
     """Train the head and save the selected one to ``out_path`` (models/head.pt)."""
-    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world_size = world()
     torch.manual_seed(seed + rank)
     rank_batch, rank_images = split_batch(batch_size, images_per_batch, world_size)
     n_classes = len(train_ds.classes)

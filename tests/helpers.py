@@ -27,15 +27,20 @@ def write_voc_xml(path: Path, filename: str, width: int, height: int, objects: l
 
 def write_random_proposals(run: Path, ds, n: int = 25, seed: int = 0) -> Path:
     """A proposals file of ``n`` random small boxes per image of ``ds`` in ``run``."""
-    from spp_detect.proposals.store import dataset_stamp, write_proposals
-
     rng = np.random.default_rng(seed)
-    boxes = []
+    boxes = {}
     for r in ds:
         xy = rng.uniform(0, [r.width - 20, r.height - 20], (n, 2))
-        boxes.append(np.concatenate([xy, xy + rng.uniform(5, 19, (n, 2))], 1).astype(np.float32))
+        boxes[r.image_id] = np.concatenate([xy, xy + rng.uniform(5, 19, (n, 2))], 1).astype(np.float32)
+    return write_run_proposals(run, ds, boxes)
+
+
+def write_run_proposals(run: Path, ds, boxes: dict) -> Path:
+    """``RUN/proposals/<split>.h5`` holding ``boxes`` (``{image_id: (N, 4)}``) for every image of ``ds``."""
+    from spp_detect.proposals.store import dataset_stamp, write_proposals
+
     path = Path(run) / "proposals" / f"{ds.split}.h5"
-    return write_proposals(path, ds.image_ids, boxes, dict(dataset_stamp(ds), params={}))
+    return write_proposals(path, ds.image_ids, [boxes[i] for i in ds.image_ids], dict(dataset_stamp(ds), params={}))
 
 
 def jittered_proposals(ds, n=40, seed=0):

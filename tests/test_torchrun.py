@@ -12,7 +12,7 @@ from spp_detect.features.cache import FeatureCache
 from tests.helpers import make_voc_tree, write_random_proposals
 
 
-def _extract(args, env):
+def _run_cli(args, env):
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -31,7 +31,7 @@ def test_two_ranks_equal_one_process(tmp_path):
     ]:
         run = tmp_path / name
         write_random_proposals(run, ds)
-        proc = _extract(launcher + common + ["--run-dir", str(run)], env)
+        proc = _run_cli(launcher + common + ["--run-dir", str(run)], env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         runs[name] = run / "features" / "trainval.h5"
     parts = sorted(p.name for p in (tmp_path / "ranks" / "features" / "trainval.parts").glob("*.h5"))
@@ -59,7 +59,7 @@ def test_propose_two_ranks_equal_one_process(tmp_path):
         ("ranks", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                    "-m", "spp_detect"]),
     ]:
-        proc = _extract(launcher + common + ["--run-dir", str(tmp_path / name)], env)
+        proc = _run_cli(launcher + common + ["--run-dir", str(tmp_path / name)], env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     with ProposalStore(tmp_path / "single" / "proposals" / "trainval.h5", ds) as a, \
             ProposalStore(tmp_path / "ranks" / "proposals" / "trainval.h5", ds) as b:
@@ -73,8 +73,7 @@ def test_finetune_two_ranks(tmp_path):
     """Fine-tuning under torchrun: the process group is set up, each rank draws half the batch,
     rank 0 writes a head that loads, and the run ends cleanly on both ranks."""
     from spp_detect.head import load_head
-    from spp_detect.proposals.store import dataset_stamp, write_proposals
-    from tests.helpers import jittered_proposals
+    from tests.helpers import jittered_proposals, write_run_proposals
 
     root = make_voc_tree(tmp_path / "voc", n_images=6, splits={"train": [0, 1, 2, 3], "val": [4, 5]})
     run = tmp_path / "run"
@@ -82,16 +81,14 @@ def test_finetune_two_ranks(tmp_path):
     cli = [sys.executable, "-m", "spp_detect"]
     for split in ("train", "val"):
         ds = open_dataset(str(root), split)
-        props = jittered_proposals(ds)
-        write_proposals(run / "proposals" / f"{split}.h5", ds.image_ids, [props[i] for i in ds.image_ids],
-                        dict(dataset_stamp(ds), params={}))
-        proc = _extract(cli + ["extract", "--dataset", str(root), "--split", split, "--backbone", "zf5",
+        write_run_proposals(run, ds, jittered_proposals(ds))
+        proc = _run_cli(cli + ["extract", "--dataset", str(root), "--split", split, "--backbone", "zf5",
                                "--weights", "none", "--set", "backbone.width=0.25", "--scales", "96,128",
                                "--run-dir", str(run)], env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
                 "spp_detect"]
-    proc = _extract(launcher + ["finetune", "--dataset", str(root), "--split", "train", "--run-dir", str(run),
+    proc = _run_cli(launcher + ["finetune", "--dataset", str(root), "--split", "train", "--run-dir", str(run),
                                 "--set", "finetune.init=random", "--set", "data.val_split=val", "--set", "finetune.fc_dim=32",
                                 "--set", "finetune.batch_size=32", "--set", "finetune.images_per_batch=4",
                                 "--set", "finetune.iterations=6", "--set", "finetune.val_every=3",
