@@ -36,13 +36,17 @@ class DataConfig:
     dataset: str = "synth"  # voc2007 | voc2012 | synth | a VOC-style folder | a COCO .json
     data_root: str = ""  # where named datasets live; "" = $SPP_DATA or data/
     image_dir: str = ""  # COCO only: image folder ("" = guessed from the JSON's path)
-    train_split: str = "train"  # used by pretrain, finetune, train-svm, train-bbox
+    train_split: str = "train"  # used by finetune, train-svm, train-bbox (and pretrain, unless pretrain_split)
+    pretrain_split: str = ""  # what the pretrain stage learns from ("" = train_split); the paper
+    #   pretrains on ImageNet, far more images than the detector trains on
     val_split: str = "val"  # model selection during fine-tuning and pretraining (never test)
     test_split: str = "test"  # detect and eval
     skip_bad: bool = False  # per-image errors become warnings with a count at the end
     synth_train: int = 300  # 'spp-detect run' writes the synthetic dataset when it is missing:
     synth_val: int = 60  #   images per split
     synth_test: int = 150
+    synth_pretrain: int = 0  #   and images made for pretraining only: split "pretrain" holds the
+    #   training images and these (set pretrain_split = "pretrain" to use it)
     synth_seed: int = 0
 
 

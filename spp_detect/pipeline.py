@@ -449,24 +449,36 @@ def run_eval(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bo
 
 
 def ensure_synth(cfg: PipelineConfig) -> bool:
-    """Write the built-in synthetic dataset if the pipeline uses it and it is not there yet.
+    """Write the built-in synthetic dataset if the pipeline uses it and a split it reads is missing.
 
-    Returns whether it wrote anything, so ``run`` can report the data stage as up to date.
+    A dataset already there is used as it is (whatever its counts); one that lacks only the
+    pretraining split gets ``data.synth_pretrain`` pretraining images added to it. Returns
+    whether it wrote anything, so ``run`` can report the data stage as up to date.
     """
     from .datasets.registry import default_data_root
 
-    if cfg.data.dataset != "synth":
-        return False
-    root = (Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()) / "synth"
-    if (root / "ImageSets" / "Main" / f"{cfg.data.test_split}.txt").is_file():
-        return False
-    from .datasets.synth import generate_synth
-
     d = cfg.data
-    log.info("writing the synthetic dataset to %s", root)
-    generate_synth(root, train=d.synth_train, val=d.synth_val, test=d.synth_test, seed=d.synth_seed)
-    return True
+    if d.dataset != "synth":
+        return False
+    import json
+    import os
 
+    from .datasets.synth import RECIPE_FILE, generate_synth
+
+    root = (Path(d.data_root) if d.data_root else default_data_root()) / "synth"
+    splits = {d.train_split, d.val_split, d.test_split, d.pretrain_split} - {""}
+    if all((root / "ImageSets" / "Main" / f"{s}.txt").is_file() for s in splits):
+        return False
+    counts = {"train": d.synth_train, "val": d.synth_val, "test": d.synth_test, "seed": d.synth_seed}
+    try:
+        made = json.loads((root / RECIPE_FILE).read_text())
+    except (OSError, ValueError):
+        made = {}
+    if made.get("complete"):
+        counts = {k: made[k] for k in counts}  # keep the dataset that is there; add pretraining images
+    log.info("writing the synthetic dataset to %s", root)
+    generate_synth(root, **counts, pretrain=d.synth_pretrain, workers=min(4, os.cpu_count() or 1))
+    return True
 
 def annotate_examples(cfg: PipelineConfig, run: Path, ds: DetectionDataset, n: int = 6) -> list[Path]:
     """Draw the test detections of a few images into RUN/examples/ (pictures to look at)."""
@@ -518,7 +530,7 @@ def run_pipeline(cfg: PipelineConfig, run: Path, overwrite: bool = False, until:
     stages = []
     stages.append(("data", lambda: {"skipped": not ensure_synth(cfg)}))
     if cfg.backbone.weights == "pretrained":
-        stages.append(("pretrain", lambda: run_pretrain(cfg, run, split(d.train_split), split(d.val_split) if d.val_split else None, overwrite=overwrite)))
+        stages.append(("pretrain", lambda: run_pretrain(cfg, run, split(d.pretrain_split or d.train_split), split(d.val_split) if d.val_split else None, overwrite=overwrite)))
     splits = [d.train_split] + ([d.val_split] if d.val_split else []) + [d.test_split]
     stages.append(("propose", lambda: [run_propose(cfg, run, split(s), overwrite=overwrite) for s in splits][-1]))
     stages.append(("extract", lambda: [run_extract(cfg, run, split(s), overwrite=overwrite) for s in splits][-1]))

@@ -197,3 +197,15 @@ def test_bad_options_name_themselves(voc, tmp_path):
     assert result.exit_code == 2 and "--sizes" in result.output
     result = CliRunner().invoke(cli, [*base, *TINY, "--sizes", "48", "--set", "pretrain.optimizer=adam"])
     assert result.exit_code == 1 and "pretrain.optimizer" in result.output and "adamw" in result.output
+
+
+def test_pretrain_split_is_what_pretraining_reads(voc, tmp_path):
+    # data.pretrain_split (the paper pretrains on more images than the detector trains on)
+    # replaces data.train_split for this stage only; --split names it on the command line
+    base = ["pretrain", "--dataset", str(voc), "--val-split", "val", *TINY, "--sizes", "48", "--eval-sizes", "48",
+            "--epochs", "1"]
+    for extra, want in ((["--set", "data.pretrain_split=val"], "/val/"), (["--split", "train"], "/train/")):
+        run = tmp_path / want.strip("/")
+        result = CliRunner().invoke(cli, [*base, *extra, "--run", str(run)])
+        assert result.exit_code == 0, result.output
+        assert want in json.loads((run / "pretrain" / "metrics.json").read_text())["stamp"]["train"]

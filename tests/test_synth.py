@@ -189,3 +189,50 @@ def test_cli_synth(tmp_path):
     empty = runner.invoke(cli, ["data", "synth", "--out", str(tmp_path / "x"), "--train", "0", "--val", "0", "--test", "0"])
     assert empty.exit_code == 2 and "no images" in empty.output
     assert not (tmp_path / "x").exists()
+
+
+def test_pretraining_images_extend_a_finished_dataset(tmp_path):
+    out = tmp_path / "synth"
+    _make(out)  # 4 train, 2 val, 3 test: ids 0..8
+    assert not (out / "ImageSets" / "Main" / "pretrain.txt").exists()
+    test_before = (out / "Annotations" / "000008.xml").read_bytes()
+
+    # only the pretraining count differs: the 9 images stay, 5 are added after the test ones
+    summary = _make(out, pretrain=5)
+    assert summary["reused"] == 9 and summary["generated"] == 5 and summary["pretrain"] == 5
+    pre = open_dataset(str(out), "pretrain")
+    assert pre.image_ids == ["000000", "000001", "000002", "000003", "000009", "000010", "000011", "000012", "000013"]
+    assert open_dataset(str(out), "test").image_ids == ["000006", "000007", "000008"]
+    assert (out / "Annotations" / "000008.xml").read_bytes() == test_before
+    # the same images as a dataset written with them from the start
+    _make(tmp_path / "fresh", pretrain=5)
+    assert (tmp_path / "fresh" / "JPEGImages" / "000013.jpg").read_bytes() == (out / "JPEGImages" / "000013.jpg").read_bytes()
+
+    # the same settings again, or another split size: refused, naming what differs
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        _make(out, pretrain=5)
+    with pytest.raises(OutputExistsError, match="train=4 \\(now 5\\)"):
+        _make(out, train=5, pretrain=5)
+    # no pretraining images any more: the split goes, the detector's splits stay
+    _make(out, pretrain=0)
+    assert not (out / "ImageSets" / "Main" / "pretrain.txt").exists()
+    assert len(open_dataset(str(out), "trainval")) == 6
+
+
+def test_pipeline_writes_missing_splits_and_keeps_the_dataset_there(tmp_path):
+    from dataclasses import replace
+
+    from spp_detect.config import PipelineConfig, with_values
+    from spp_detect.pipeline import ensure_synth
+
+    data = with_values(PipelineConfig().data, dataset="synth", data_root=str(tmp_path), synth_train=3, synth_val=1,
+                       synth_test=2)
+    cfg = PipelineConfig(data=data)
+    assert ensure_synth(cfg) is True
+    assert ensure_synth(cfg) is False  # every split it reads is there: nothing to do
+    # a config that pretrains on split "pretrain": its images are added, the others kept
+    more = replace(cfg, data=with_values(data, pretrain_split="pretrain", synth_pretrain=4, synth_train=50))
+    assert ensure_synth(more) is True
+    assert len(open_dataset("synth", "pretrain", data_root=tmp_path)) == 3 + 4  # the 3 training images there
+    assert len(open_dataset("synth", "test", data_root=tmp_path)) == 2
+    assert ensure_synth(more) is False

@@ -29,12 +29,15 @@ def data() -> None:
 @click.option("--train", type=click.IntRange(min=0), default=300, show_default=True, help="Training images.")
 @click.option("--val", type=click.IntRange(min=0), default=60, show_default=True, help="Validation images.")
 @click.option("--test", type=click.IntRange(min=0), default=150, show_default=True, help="Test images.")
+@click.option("--pretrain", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Extra images for pretraining only; split 'pretrain' holds them and the training images. "
+                   "Added to a finished dataset that differs only in this number.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed; the same seed gives the same dataset.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes drawing images in parallel (the output does not depend on it).")
 @overwrite_option
-def synth(out, data_root, train, val, test, seed, workers, overwrite) -> None:
+def synth(out, data_root, train, val, test, pretrain, seed, workers, overwrite) -> None:
     """Write the synthetic VOC-format dataset: six shape-and-texture classes on cluttered
     backgrounds, with occlusion, truncation and difficult objects.
 
@@ -45,11 +48,13 @@ def synth(out, data_root, train, val, test, seed, workers, overwrite) -> None:
     if train + val + test == 0:
         raise click.BadParameter("the dataset would have no images", param_hint="'--train/--val/--test'")
     out = out if out is not None else resolve_data_root(data_root) / "synth"
-    summary = generate_synth(out, train=train, val=val, test=test, seed=seed, overwrite=overwrite, workers=workers)
+    summary = generate_synth(out, train=train, val=val, test=test, seed=seed, overwrite=overwrite, workers=workers,
+                             pretrain=pretrain)
     stats = summary["stats"]
     rate = summary["images_per_second"]
     click.echo(
-        f"wrote {stats['images']} images ({train} train, {val} val, {test} test; "
+        f"wrote {stats['images']} images ({train} train, {val} val, {test} test"
+        + (f", {pretrain} pretraining only" if pretrain else "") + "; "
         f"{summary['reused']} kept from an earlier run) to {out}"
         + (f" at {rate:.0f} images/s" if rate else "")
     )

@@ -67,7 +67,8 @@ def pretrain(dataset, split, data_root, image_dir, skip_bad, val_split, backbone
     """Pretrain a backbone + SPP + fc classifier on crops of a dataset's objects.
 
     Object crops (with random context and mirroring) and background crops (IoU < 0.3 with every
-    object, an extra class) are cut from the training split and warped to one size per epoch,
+    object, an extra class) are cut from the pretraining split (--split; default data.pretrain_split,
+    else data.train_split) and warped to one size per epoch,
     the sizes taking turns (multi-size training). Also takes an image-folder dataset (one
     folder per class). Validation top-1 is printed at every evaluation size.
 
@@ -86,17 +87,18 @@ def pretrain(dataset, split, data_root, image_dir, skip_bad, val_split, backbone
         cfg,
         data=with_values(cfg.data, dataset=dataset, data_root=None if data_root is None else str(data_root),
                          image_dir=None if image_dir is None else str(image_dir), skip_bad=skip_bad,
-                         train_split=split, val_split=val_split),
+                         pretrain_split=split, val_split=val_split),
         backbone=with_values(cfg.backbone, name=backbone, weights=weights, width=width),
         pretrain=with_values(cfg.pretrain, mode=mode, sizes=sizes, eval_sizes=eval_sizes, epochs=epochs, batch_size=batch_size,
                              lr=lr, optimizer=optimizer, fc_dim=fc_dim, device=device, workers=workers),
     )
     d = cfg.data
+    train_split = d.pretrain_split or d.train_split
     if is_image_folder(d.dataset):
-        train = open_image_folder(d.dataset, d.train_split, d.train_split)
-        val = open_image_folder(d.dataset, d.val_split, d.train_split) if d.val_split else None
+        train = open_image_folder(d.dataset, train_split, train_split)
+        val = open_image_folder(d.dataset, d.val_split, train_split) if d.val_split else None
     else:
-        train = open_split(cfg, split=d.train_split)
+        train = open_split(cfg, split=train_split)
         val = open_split(cfg, split=d.val_split) if d.val_split else None
     save_run_config(cfg, run)
     summary = run_pretrain(cfg, run, train, val, overwrite=overwrite)

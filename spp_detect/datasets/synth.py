@@ -596,14 +596,23 @@ def _make_and_write(root: Path, seed: int, index: int) -> int:
     return index
 
 
-def split_indices(train: int, val: int, test: int) -> dict[str, range]:
-    """Consecutive global indices per split, in the order train, val, test."""
-    return {"train": range(0, train), "val": range(train, train + val), "test": range(train + val, train + val + test)}
+def split_indices(train: int, val: int, test: int, pretrain: int = 0) -> dict[str, list[int]]:
+    """Global indices per split: train, val, test consecutive in that order; with ``pretrain``
+    > 0 also ``pretrain``, the training images followed by ``pretrain`` more after the test ones
+    (pretraining-only images: the detector never trains on them)."""
+    n = train + val + test
+    splits = {"train": list(range(0, train)), "val": list(range(train, train + val)), "test": list(range(train + val, n))}
+    if pretrain:
+        splits["pretrain"] = splits["train"] + list(range(n, n + pretrain))
+    return splits
 
 
-def _recipe(train: int, val: int, test: int, seed: int) -> dict:
-    return {"generator": "spp-detect data synth", "version": SYNTH_VERSION, "seed": seed,
-            "train": train, "val": val, "test": test, "classes": list(CLASSES)}
+def _recipe(train: int, val: int, test: int, seed: int, pretrain: int = 0) -> dict:
+    recipe = {"generator": "spp-detect data synth", "version": SYNTH_VERSION, "seed": seed,
+              "train": train, "val": val, "test": test, "classes": list(CLASSES)}
+    if pretrain:  # absent when 0, so datasets written before this option keep their recipe
+        recipe["pretrain"] = pretrain
+    return recipe
 
 
 _OWNED = ("Annotations", "JPEGImages", "ImageSets", "classes.txt", RECIPE_FILE)
@@ -639,7 +648,14 @@ def _prepare_out(out: Path, recipe: dict, overwrite: bool) -> bool:
                 p.unlink()
         return False
     if old.get("complete"):
-        raise OutputExistsError(f"{out} already holds a complete synthetic dataset; pass --overwrite to replace it")
+        base = {k: v for k, v in recipe.items() if k != "pretrain"}
+        if {k: old.get(k) for k in base} == base and old.get("pretrain", 0) != recipe.get("pretrain", 0):
+            # only the number of pretraining images changed: every image is a function of
+            # (seed, index), so the ones written stay valid and the missing ones are added
+            return True
+        differ = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in base.items() if old.get(k) != v]
+        made_with = f" made with {', '.join(differ)}" if differ else ""
+        raise OutputExistsError(f"{out} already holds a complete synthetic dataset{made_with}; pass --overwrite to replace it")
     same = {k: old.get(k) for k in recipe} == recipe
     if not same:
         differ = [f"{k}={old.get(k)!r} (now {recipe[k]!r})" for k in recipe if old.get(k) != recipe[k]]
@@ -659,18 +675,20 @@ def generate_synth(
     overwrite: bool = False,
     workers: int = 1,
     show_progress: bool = True,
+    pretrain: int = 0,
 ) -> dict:
     """Write the synthetic dataset to ``out`` (see the module docstring); resume an unfinished
-    run of the same settings. Returns ``synth.json``'s content: recipe, statistics, timing."""
+    run of the same settings, or add pretraining images to a finished one that differs only in
+    ``pretrain``. Returns ``synth.json``'s content: recipe, statistics, timing."""
     from ..progress import progress
 
-    for name, n in (("train", train), ("val", val), ("test", test), ("seed", seed)):
+    for name, n in (("train", train), ("val", val), ("test", test), ("seed", seed), ("pretrain", pretrain)):
         if int(n) < 0:
             raise ValueError(f"{name} must be non-negative, got {n}")
     if train + val + test == 0:
         raise ValueError("the dataset would have no images: train, val and test are all 0")
     out = Path(out)
-    recipe = _recipe(train, val, test, seed)
+    recipe = _recipe(train, val, test, seed, pretrain)
     resuming = _prepare_out(out, recipe, overwrite)
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -678,7 +696,7 @@ def generate_synth(
         stale.unlink()  # temp files of an interrupted run: never renamed, never trusted
     atomic_write_json(out / RECIPE_FILE, {**recipe, "complete": False})
 
-    n_total = train + val + test
+    n_total = train + val + test + pretrain
     todo = [i for i in range(n_total) if not (out / "Annotations" / f"{i:06d}.xml").is_file()]
     if resuming:
         log.info("resuming %s: %d of %d images already written", out, n_total - len(todo), n_total)
@@ -700,7 +718,10 @@ def generate_synth(
     # The class list and the split files come only after every image: a reader that finds the
     # splits finds the whole dataset.
     atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in CLASSES))
-    splits = split_indices(train, val, test)
+    splits = split_indices(train, val, test, pretrain)
+    stale_pretrain = out / "ImageSets" / "Main" / "pretrain.txt"
+    if not pretrain and stale_pretrain.is_file():
+        stale_pretrain.unlink()  # this dataset no longer has a pretraining split
     for name, idx in splits.items():
         atomic_write_text(out / "ImageSets" / "Main" / f"{name}.txt", "".join(f"{i:06d}\n" for i in idx))
     trainval = list(splits["train"]) + list(splits["val"])
