@@ -32,7 +32,11 @@ so nothing visible goes unannotated. Objects are listed in drawing order (back t
 Every image is a pure function of ``(seed, index)`` (its own RNG from
 ``SeedSequence([seed, index])``), so a dataset is deterministic for a seed and images can be
 made in any order or in parallel. Ids are the global index, ``%06d``; splits take consecutive
-indices in the order train, val, test; ``trainval`` is train plus val.
+indices in the order train, val, test; ``trainval`` is train plus val. With ``pretrain`` > 0,
+that many more images follow the test ones, and split ``pretrain`` is the training images plus
+them: images for the classification pretraining only (the paper pretrains on ImageNet, far more
+images than its detector trains on). A finished dataset that differs only in that number is
+extended (or its ``pretrain`` split dropped), its other images untouched.
 
 Writing is crash-safe: ``synth.json`` records the recipe first; each image is written as a JPEG
 and then its XML, each under a temporary name renamed into place; ``classes.txt`` and the split
