@@ -475,6 +475,8 @@ def ensure_synth(cfg: PipelineConfig) -> bool:
     except (OSError, ValueError):
         made = {}
     if made.get("complete"):
+        if made.get("pretrain", 0) == d.synth_pretrain:
+            return False  # nothing to add: the stage that reads the missing split names it
         counts = {k: made[k] for k in counts}  # keep the dataset that is there; add pretraining images
     log.info("writing the synthetic dataset to %s", root)
     generate_synth(root, **counts, pretrain=d.synth_pretrain, workers=min(4, os.cpu_count() or 1))

@@ -236,3 +236,5 @@ def test_pipeline_writes_missing_splits_and_keeps_the_dataset_there(tmp_path):
     assert len(open_dataset("synth", "pretrain", data_root=tmp_path)) == 3 + 4  # the 3 training images there
     assert len(open_dataset("synth", "test", data_root=tmp_path)) == 2
     assert ensure_synth(more) is False
+    # a split the generator never writes is not its to make: left for the stage that reads it
+    assert ensure_synth(replace(more, data=with_values(more.data, train_split="nosuch"))) is False
