@@ -460,20 +460,16 @@ def ensure_synth(cfg: PipelineConfig) -> bool:
     d = cfg.data
     if d.dataset != "synth":
         return False
-    import json
     import os
 
-    from .datasets.synth import RECIPE_FILE, generate_synth
+    from .datasets.synth import generate_synth, read_recipe
 
     root = (Path(d.data_root) if d.data_root else default_data_root()) / "synth"
     splits = {d.train_split, d.val_split, d.test_split, d.pretrain_split} - {""}
     if all((root / "ImageSets" / "Main" / f"{s}.txt").is_file() for s in splits):
         return False
     counts = {"train": d.synth_train, "val": d.synth_val, "test": d.synth_test, "seed": d.synth_seed}
-    try:
-        made = json.loads((root / RECIPE_FILE).read_text())
-    except (OSError, ValueError):
-        made = {}
+    made = read_recipe(root)
     if made.get("complete"):
         if made.get("pretrain", 0) == d.synth_pretrain:
             return False  # nothing to add: the stage that reads the missing split names it
@@ -481,6 +477,7 @@ def ensure_synth(cfg: PipelineConfig) -> bool:
     log.info("writing the synthetic dataset to %s", root)
     generate_synth(root, **counts, pretrain=d.synth_pretrain, workers=min(4, os.cpu_count() or 1))
     return True
+
 
 def annotate_examples(cfg: PipelineConfig, run: Path, ds: DetectionDataset, n: int = 6) -> list[Path]:
     """Draw the test detections of a few images into RUN/examples/ (pictures to look at)."""

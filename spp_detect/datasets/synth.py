@@ -622,6 +622,18 @@ def _recipe(train: int, val: int, test: int, seed: int, pretrain: int = 0) -> di
 _OWNED = ("Annotations", "JPEGImages", "ImageSets", "classes.txt", RECIPE_FILE)
 
 
+def read_recipe(out: str | Path) -> dict:
+    """``synth.json`` of the dataset in ``out``; empty when there is none or it cannot be read."""
+    try:
+        return json.loads((Path(out) / RECIPE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _differences(old: dict, want: dict) -> str:
+    return ", ".join(f"{k}={old.get(k)!r} (now {v!r})" for k, v in want.items() if old.get(k) != v)
+
+
 def _prepare_out(out: Path, recipe: dict, overwrite: bool) -> bool:
     """Get ``out`` ready; return True when resuming an unfinished run of the same recipe.
 
@@ -638,10 +650,7 @@ def _prepare_out(out: Path, recipe: dict, overwrite: bool) -> bool:
             f"{out} is not empty and holds no {RECIPE_FILE}, so it was not made by "
             "'spp-detect data synth'; refusing to touch it (choose an empty or new --out)"
         )
-    try:
-        old = json.loads(recipe_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        old = {}
+    old = read_recipe(out)
     if overwrite:
         log.info("removing the synthetic dataset in %s (--overwrite)", out)
         for name in _OWNED:
@@ -657,14 +666,13 @@ def _prepare_out(out: Path, recipe: dict, overwrite: bool) -> bool:
             # only the number of pretraining images changed: every image is a function of
             # (seed, index), so the ones written stay valid and the missing ones are added
             return True
-        differ = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in base.items() if old.get(k) != v]
-        made_with = f" made with {', '.join(differ)}" if differ else ""
+        differ = _differences(old, base)
+        made_with = f" made with {differ}" if differ else ""
         raise OutputExistsError(f"{out} already holds a complete synthetic dataset{made_with}; pass --overwrite to replace it")
-    same = {k: old.get(k) for k in recipe} == recipe
-    if not same:
-        differ = [f"{k}={old.get(k)!r} (now {recipe[k]!r})" for k in recipe if old.get(k) != recipe[k]]
+    differ = _differences(old, recipe)
+    if differ:
         raise OutputExistsError(
-            f"{out} holds an unfinished synthetic dataset made with {', '.join(differ)}; "
+            f"{out} holds an unfinished synthetic dataset made with {differ}; "
             "rerun with the same settings to resume, or pass --overwrite to start over"
         )
     return True
