@@ -142,7 +142,9 @@ class FinetuneConfig:
     random_scale: bool = True  # training picks a random scale per window
     val_every: int = 10000  # iterations between validations (model selection) and checkpoints
     val_images: int = 100  # validation windows come from this many val images (fixed sample)
-    memory_mb: int = 4096  # decoded conv5 maps kept in RAM between steps (0 = read each time)
+    # RAM for training windows: their pooled vectors when they all fit (pooled once), else decoded
+    # conv5 maps (the windows are then pooled on every step); 0 = read and pool on every step
+    memory_mb: int = 4096
     workers: int = 0
     seed: int = 0
 

@@ -64,11 +64,49 @@ def build_samples(cache: FeatureCache, ds: DetectionDataset, fg_iou: float, bg_l
     return [s for s in out if len(s.fg) or len(s.bg)]
 
 
+class WindowMemory:
+    """Pooled SPP vectors of all of an image's training windows, per (image, scale, mirror), in RAM.
+
+    A batch takes a few windows from each of many images; pooling them one by one on every step
+    dominated fine-tuning's time, while pooling all of an image's windows at once costs about
+    as much as pooling a handful (:class:`spp_detect.roi_spp.RoiSppPooler`). So when the
+    training windows' vectors fit in ``memory_bytes``, each (image, scale, mirror) is pooled
+    once, on first use, and kept as float16 (maxima of a float16 map: exact).
+    ``scale`` -1 means each window's best scale.
+    """
+
+    def __init__(self, cache: FeatureCache):
+        self.cache = cache
+        self._rows: dict[tuple[str, int, bool], torch.Tensor] = {}
+
+    @staticmethod
+    def bytes_needed(cache: FeatureCache, samples: list[ImageSamples], random_scale: bool, flip: bool) -> int:
+        windows = sum(len(s.fg) + len(s.bg) for s in samples)
+        return windows * cache.dim * 2 * (len(cache.scales) if random_scale else 1) * (2 if flip else 1)
+
+    def rows(self, s: ImageSamples, scale: int, flip: bool) -> torch.Tensor:
+        """(len(s.fg) + len(s.bg), D) float16: foreground windows first, then background."""
+        key = (s.image_id, scale, flip)
+        rows = self._rows.get(key)
+        if rows is None:
+            idx = np.concatenate([s.fg, s.bg])
+            per_window = None if scale < 0 else np.full(len(idx), scale)
+            rows = self.cache.pool(s.image_id, idx, scale=per_window, flip=flip).half()
+            self._rows[key] = rows
+        return rows
+
+
 class BatchSampler:
-    """Draws (features, labels) batches from the cache as described in the module docstring."""
+    """Draws (features, labels) batches from the cache as described in the module docstring.
+
+    ``memory_bytes``: RAM for a :class:`WindowMemory` when the training windows fit in it;
+    otherwise each batch's windows are pooled from the cache's conv5 maps on every step (the
+    same numbers, slower).
+    """
 
     def __init__(self, cache: FeatureCache, samples: list[ImageSamples], batch_size: int, images_per_batch: int,
-                 fg_fraction: float, flip: bool, random_scale: bool, norm_scale: float, seed: int):
+                 fg_fraction: float, flip: bool, random_scale: bool, norm_scale: float, seed: int,
+                 memory_bytes: int = 0):
         if not samples:
             raise ValueError("no training windows: every image lacks foreground and background windows")
         self.cache, self.samples = cache, samples
@@ -76,6 +114,8 @@ class BatchSampler:
         self.fg_fraction, self.flip = fg_fraction, flip and cache.has_flip
         self.random_scale, self.norm_scale = random_scale, norm_scale
         self.rng = np.random.default_rng(seed)
+        fits = 0 < WindowMemory.bytes_needed(cache, samples, random_scale, self.flip) <= memory_bytes
+        self.memory = WindowMemory(cache) if fits else None
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         rng = self.rng
@@ -91,13 +131,25 @@ class BatchSampler:
                 n_fg = n
             fg_pick = rng.choice(len(s.fg), n_fg, replace=n_fg > len(s.fg)) if n_fg else np.zeros(0, int)
             bg_pick = rng.choice(len(s.bg), n_bg, replace=n_bg > len(s.bg)) if n_bg else np.zeros(0, int)
-            idx = np.concatenate([s.fg[fg_pick], s.bg[bg_pick]])
             lab = np.concatenate([s.fg_labels[fg_pick], np.zeros(n_bg, np.int64)])
             flip = bool(self.flip and rng.random() < 0.5)
-            scale = rng.integers(0, len(self.cache.scales), len(idx)) if self.random_scale else None
-            feats.append(self.cache.pool(s.image_id, idx, scale=scale, flip=flip))
+            scale = rng.integers(0, len(self.cache.scales), len(lab)) if self.random_scale else None
+            if self.memory is None:
+                idx = np.concatenate([s.fg[fg_pick], s.bg[bg_pick]])
+                feats.append(self.cache.pool(s.image_id, idx, scale=scale, flip=flip))
+            else:
+                feats.append(self._from_memory(s, np.concatenate([fg_pick, len(s.fg) + bg_pick]), scale, flip))
             labels.append(torch.from_numpy(lab.astype(np.int64)))
         return torch.cat(feats) * self.norm_scale, torch.cat(labels)
+
+    def _from_memory(self, s: ImageSamples, rows: np.ndarray, scale: np.ndarray | None, flip: bool) -> torch.Tensor:
+        if scale is None:
+            return self.memory.rows(s, -1, flip)[torch.from_numpy(rows)].float()
+        out = torch.empty((len(rows), self.cache.dim))
+        for k in np.unique(scale):
+            sel = np.nonzero(scale == k)[0]
+            out[torch.from_numpy(sel)] = self.memory.rows(s, int(k), flip)[torch.from_numpy(rows[sel])].float()
+        return out
 
 
 def fixed_batches(sampler: BatchSampler, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -145,6 +197,7 @@ def finetune(
     seed: int = 0,
     resume: bool = False,
     pretrained: dict | None = None,
+    memory_bytes: int = 0,
 ) -> dict:
     """Train the head and save the selected one to ``out_path`` (models/head.pt)."""
     rank, world_size = world()
@@ -157,7 +210,13 @@ def finetune(
     log.info("fine-tuning on %d images: %d foreground, %d background windows", len(samples), n_fg,
              sum(len(s.bg) for s in samples))
     sampler = BatchSampler(train_cache, samples, rank_batch, rank_images, fg_fraction, flip, random_scale,
-                           norm_scale, seed + 1000 * rank)
+                           norm_scale, seed + 1000 * rank, memory_bytes=memory_bytes)
+    need = WindowMemory.bytes_needed(train_cache, samples, random_scale, sampler.flip) >> 20
+    if sampler.memory is not None:
+        log.info("training windows pooled once and kept in RAM (%d MB of finetune.memory_mb)", need)
+    else:
+        log.info("training windows pooled on every step: their vectors need %d MB, over finetune.memory_mb", need)
+        train_cache.keep_maps(memory_bytes)
     val_batches = None
     if val is not None:
         v_cache, v_ds = val

@@ -187,7 +187,7 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
         _init_distributed()
     if f.init not in ("pretrained", "random"):
         raise ConfigError(f"finetune.init: unknown value {f.init!r}; use pretrained or random")
-    cache = open_features(run, train_ds, f.memory_mb)
+    cache = open_features(run, train_ds)
     # how many processes and how much RAM do not change the result: left out of the stamp
     stamp = {"features": feature_key(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0))}
     if out.exists() and not overwrite:
@@ -211,6 +211,7 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
         images_per_batch=f.images_per_batch, fg_fraction=f.fg_fraction, fg_iou=f.fg_iou, bg_iou_low=f.bg_iou_low,
         flip=f.flip, random_scale=f.random_scale, val_every=f.val_every, val_images=f.val_images,
         norm_target=cfg.extract.norm_target, seed=f.seed, resume=resume, pretrained=pretrained,
+        memory_bytes=f.memory_mb << 20,
     )
     if world_size > 1:
         import torch.distributed as dist

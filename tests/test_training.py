@@ -90,3 +90,24 @@ def test_ridge_recovers_linear_map():
     xc = xs - xs.mean(0)
     w2 = np.linalg.solve(xc.T @ xc + 3.0 * np.eye(10), xc.T @ (ys - ys.mean(0)))
     np.testing.assert_allclose(w1, w2, atol=1e-8)
+
+
+@pytest.mark.parametrize("random_scale", [False, True])
+def test_window_memory_draws_the_same_batches(tiny_run, random_scale):
+    # pooled once and kept (float16) or pooled from the conv5 maps on every step: same numbers
+    from spp_detect.features.cache import FeatureCache
+    from spp_detect.finetune import BatchSampler, WindowMemory, build_samples
+
+    _, run, root = tiny_run
+    train = open_dataset(str(root), "train")
+    cache = FeatureCache(features_path(run, "train"))
+    samples = build_samples(cache, train, 0.5, 0.1)
+    need = WindowMemory.bytes_needed(cache, samples, random_scale, flip=True)
+    each_step = BatchSampler(cache, samples, 32, 4, 0.25, True, random_scale, 2.0, seed=3, memory_bytes=need - 1)
+    kept = BatchSampler(cache, samples, 32, 4, 0.25, True, random_scale, 2.0, seed=3, memory_bytes=need)
+    assert each_step.memory is None and kept.memory is not None
+    for _ in range(6):
+        (xa, ya), (xb, yb) = each_step.draw(), kept.draw()
+        assert torch.equal(ya, yb)
+        assert torch.equal(xa, xb)
+    assert len(kept.memory._rows) > 0

@@ -163,6 +163,10 @@ class FeatureCache:
             self._remember(key, win, win.boxes.nbytes + win.rects.nbytes + win.best_scale.nbytes)
         return win
 
+    def keep_maps(self, memory_bytes: int) -> None:
+        """Keep up to ``memory_bytes`` of decoded conv5 maps (and window tables) in RAM from now on."""
+        self._memory_bytes = int(memory_bytes)
+
     def _remember(self, key: tuple, value, nbytes: int) -> None:
         self._maps[key] = value
         self._sizes[key] = nbytes
