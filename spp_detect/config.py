@@ -49,6 +49,11 @@ class DataConfig:
     #   training images and these (set pretrain_split = "pretrain" to use it)
     synth_seed: int = 0
 
+    @property
+    def pretraining_split(self) -> str:
+        """The split the pretrain stage learns from."""
+        return self.pretrain_split or self.train_split
+
 
 @dataclass(frozen=True)
 class ProposeConfig:

@@ -114,8 +114,8 @@ class BatchSampler:
         self.fg_fraction, self.flip = fg_fraction, flip and cache.has_flip
         self.random_scale, self.norm_scale = random_scale, norm_scale
         self.rng = np.random.default_rng(seed)
-        fits = 0 < WindowMemory.bytes_needed(cache, samples, random_scale, self.flip) <= memory_bytes
-        self.memory = WindowMemory(cache) if fits else None
+        self.memory_needed = WindowMemory.bytes_needed(cache, samples, random_scale, self.flip)
+        self.memory = WindowMemory(cache) if 0 < self.memory_needed <= memory_bytes else None
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         rng = self.rng
@@ -211,7 +211,7 @@ def finetune(
              sum(len(s.bg) for s in samples))
     sampler = BatchSampler(train_cache, samples, rank_batch, rank_images, fg_fraction, flip, random_scale,
                            norm_scale, seed + 1000 * rank, memory_bytes=memory_bytes)
-    need = WindowMemory.bytes_needed(train_cache, samples, random_scale, sampler.flip) >> 20
+    need = sampler.memory_needed >> 20
     if sampler.memory is not None:
         log.info("training windows pooled once and kept in RAM (%d MB of finetune.memory_mb)", need)
     else:

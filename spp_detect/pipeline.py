@@ -530,7 +530,7 @@ def run_pipeline(cfg: PipelineConfig, run: Path, overwrite: bool = False, until:
     stages = []
     stages.append(("data", lambda: {"skipped": not ensure_synth(cfg)}))
     if cfg.backbone.weights == "pretrained":
-        stages.append(("pretrain", lambda: run_pretrain(cfg, run, split(d.pretrain_split or d.train_split), split(d.val_split) if d.val_split else None, overwrite=overwrite)))
+        stages.append(("pretrain", lambda: run_pretrain(cfg, run, split(d.pretraining_split), split(d.val_split) if d.val_split else None, overwrite=overwrite)))
     splits = [d.train_split] + ([d.val_split] if d.val_split else []) + [d.test_split]
     stages.append(("propose", lambda: [run_propose(cfg, run, split(s), overwrite=overwrite) for s in splits][-1]))
     stages.append(("extract", lambda: [run_extract(cfg, run, split(s), overwrite=overwrite) for s in splits][-1]))

@@ -93,7 +93,7 @@ def pretrain(dataset, split, data_root, image_dir, skip_bad, val_split, backbone
                              lr=lr, optimizer=optimizer, fc_dim=fc_dim, device=device, workers=workers),
     )
     d = cfg.data
-    train_split = d.pretrain_split or d.train_split
+    train_split = d.pretraining_split
     if is_image_folder(d.dataset):
         train = open_image_folder(d.dataset, train_split, train_split)
         val = open_image_folder(d.dataset, d.val_split, train_split) if d.val_split else None
