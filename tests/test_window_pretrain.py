@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from spp_detect.backbones import build_backbone, pretrained_head, save_backbone
+from spp_detect.backbones import WithinChannelLRN, build_backbone, pretrained_head, save_backbone
 from spp_detect.boxes import iou_matrix
 from spp_detect.cli.main import cli
 from spp_detect.datasets import open_dataset
@@ -151,6 +151,9 @@ def test_zf5_with_batch_norm(tmp_path):
     b = build_backbone("zf5", width=0.25, batch_norm=True)
     assert (b.stride, b.offset, b.receptive_field, b.out_channels) == (16, 20.0, 139, 64)
     assert "bn1.running_mean" in b.trunk.state_dict()
+    # the LRNs are a no-op on BatchNorm's unit-scale activations, so the BN variant drops them
+    assert not any(isinstance(m, WithinChannelLRN) for m in b.trunk)
+    assert sum(isinstance(m, WithinChannelLRN) for m in build_backbone("zf5", width=0.25).trunk) == 2
     with torch.no_grad():
         for m in b.trunk.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
