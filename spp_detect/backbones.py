@@ -14,7 +14,8 @@ A :class:`Backbone` wraps a trunk (an ``nn.Module`` from image to conv5 map) wit
 
 Backbones (``--backbone``): ``zf5`` (the paper's ZF-5 as released: conv1 96 7x7/2 pad 1,
 within-channel LRN, ceil-mode 3x3/2 pooling, conv2 256 5x5/2 pad 0, ..., conv5 256; stride 16,
-offset 20, i.e. the released code's 1-based "16*(i-1) + 21"), and from torchvision
+offset 20, i.e. the released code's 1-based "16*(i-1) + 21"; ``width`` and ``batch_norm``
+make the CPU-sized variants, see :func:`zf5_trunk`), and from torchvision
 ``alexnet`` (through conv5 + ReLU, 256 ch), ``vgg16`` (through conv5_3 + ReLU, 512 ch),
 ``squeezenet1_0`` (the whole ``features``, 512 ch) and ``resnet50`` (through ``layer3``,
 1024 ch).
