@@ -98,6 +98,9 @@ class PretrainConfig:
     dropout: float = 0.5  # after fc6 and fc7
     context: float = 0.1  # object crops extend each side by this fraction of the box (training: 0..2x, random)
     background_iou: float = 0.3  # background crops have IoU below this with every object
+    distractor_classes: bool = False  # also name the dataset's annotated distractors (the synthetic
+    #   dataset's look-alikes, <distractor> in its XML), each kind a class of its own, as ImageNet
+    #   names far more kinds of thing than the detector; detection datasets only
     windows_per_image: int = 32  # windows mode: windows drawn per image and step
     fg_fraction: float = 0.25  # windows mode: fraction of them on an object
     fg_iou: float = 0.5  # windows mode: IoU with an object for its label; below it with all: background

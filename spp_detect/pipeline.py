@@ -453,7 +453,8 @@ def ensure_synth(cfg: PipelineConfig) -> bool:
     """Write the built-in synthetic dataset if the pipeline uses it and a split it reads is missing.
 
     A dataset already there is used as it is (whatever its counts); one that lacks only the
-    pretraining split gets ``data.synth_pretrain`` pretraining images added to it. Returns
+    pretraining split gets ``data.synth_pretrain`` pretraining images added to it, and one
+    written with older annotations has them rewritten (its pixels do not change). Returns
     whether it wrote anything, so ``run`` can report the data stage as up to date.
     """
     from .datasets.registry import default_data_root
@@ -463,18 +464,20 @@ def ensure_synth(cfg: PipelineConfig) -> bool:
         return False
     import os
 
-    from .datasets.synth import generate_synth, read_recipe
+    from .datasets.synth import ANNOTATIONS_VERSION, generate_synth, read_recipe
 
     root = (Path(d.data_root) if d.data_root else default_data_root()) / "synth"
     splits = {d.train_split, d.val_split, d.test_split, d.pretrain_split} - {""}
-    if all((root / "ImageSets" / "Main" / f"{s}.txt").is_file() for s in splits):
+    made = read_recipe(root)
+    stale = bool(made.get("complete")) and made.get("annotations", 1) < ANNOTATIONS_VERSION
+    if not stale and all((root / "ImageSets" / "Main" / f"{s}.txt").is_file() for s in splits):
         return False
     counts = {"train": d.synth_train, "val": d.synth_val, "test": d.synth_test, "seed": d.synth_seed}
-    made = read_recipe(root)
     if made.get("complete"):
-        if made.get("pretrain", 0) == d.synth_pretrain:
+        if not stale and made.get("pretrain", 0) == d.synth_pretrain:
             return False  # nothing to add: the stage that reads the missing split names it
-        counts = {k: made[k] for k in counts}  # keep the dataset that is there; add pretraining images
+        # keep the dataset that is there: add the pretraining images, bring its annotations up to date
+        counts = {k: made[k] for k in counts}
     log.info("writing the synthetic dataset to %s", root)
     generate_synth(root, **counts, pretrain=d.synth_pretrain, workers=min(4, os.cpu_count() or 1))
     return True

@@ -23,6 +23,7 @@ inclusive pixels, original image frame) everywhere in this module.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -81,15 +82,37 @@ class CropSource:
         return list(self.classes) + ([BACKGROUND] if self.with_background else [])
 
 
-def crop_source_from_detection(ds) -> CropSource:
+def crop_source_from_detection(ds, distractor_kinds: tuple[str, ...] = ()) -> CropSource:
     """A detection split's objects as crops. Difficult and ignored (crowd) objects are not
-    cropped (too small or too hidden to name), but backgrounds keep clear of them too."""
+    cropped (too small or too hidden to name), but backgrounds keep clear of them too.
+
+    ``distractor_kinds``: also crop the annotated distractors of these kinds, each kind a class
+    after the dataset's (labels ``len(ds.classes) + i``); distractors of other kinds are left out
+    (a validation split must name what the training split names), and backgrounds keep clear of
+    every distractor crop. Boxes: internal convention.
+    """
+    kind_label = {kind: len(ds.classes) + i for i, kind in enumerate(distractor_kinds)}
     items = []
+    digest = hashlib.sha256(ds.fingerprint().encode())
     for r in ds.records:
         boxes = as_boxes(r.boxes)
         keep = ~(np.asarray(r.difficult, bool) | np.asarray(r.ignore, bool))
-        items.append(CropImage(Path(r.path), boxes[keep], np.asarray(r.labels, np.int64)[keep], boxes))
-    return CropSource(ds.name, ds.split, tuple(ds.classes), items, True, ds.fingerprint())
+        boxes_kept, labels = boxes[keep], np.asarray(r.labels, np.int64)[keep]
+        if kind_label:
+            named = [k for k, name in enumerate(r.distractor_names) if name in kind_label]
+            extra = as_boxes(r.distractor_boxes)[named]
+            boxes_kept = np.concatenate([boxes_kept, extra])
+            labels = np.concatenate([labels, np.array([kind_label[r.distractor_names[k]] for k in named], np.int64)])
+            boxes = np.concatenate([boxes, extra])
+            digest.update(extra.tobytes() + labels.tobytes())
+        items.append(CropImage(Path(r.path), boxes_kept, labels, boxes))
+    fingerprint = digest.hexdigest()[:16] if kind_label else ds.fingerprint()
+    return CropSource(ds.name, ds.split, tuple(ds.classes) + tuple(distractor_kinds), items, True, fingerprint)
+
+
+def distractor_kinds_of(ds) -> tuple[str, ...]:
+    """The distractor kinds annotated in a detection split, sorted."""
+    return tuple(sorted({name for r in ds.records for name in r.distractor_names}))
 
 
 def is_image_folder(path) -> bool:
@@ -623,6 +646,8 @@ def pretrain_stamp(cfg, train: CropSource, val: CropSource) -> dict:
 
     p = to_dict(cfg.pretrain)
     p.pop("workers", None)  # data-loading processes do not change the result
+    if not p["distractor_classes"]:
+        p.pop("distractor_classes")  # absent when off, so backbones pretrained before it keep their stamp
     b = cfg.backbone
     return {
         "backbone": b.name,
@@ -681,12 +706,24 @@ def run_pretrain(cfg, run: Path, train_ds, val_ds=None, overwrite: bool = False)
 
     run = Path(run)
     out_dir = run / "pretrain"
-    train = train_ds if isinstance(train_ds, CropSource) else crop_source_from_detection(train_ds)
+    kinds: tuple[str, ...] = ()
+    if cfg.pretrain.distractor_classes:
+        if isinstance(train_ds, CropSource):
+            raise ConfigError("pretrain.distractor_classes: needs a detection dataset with <distractor> annotations, not an image folder")
+        kinds = distractor_kinds_of(train_ds)
+        if not kinds:
+            raise ConfigError(
+                f"pretrain.distractor_classes: split '{train_ds.split}' of {train_ds.name} annotates no distractors "
+                "(<distractor> elements: the synthetic dataset has them since annotations v2; "
+                "'spp-detect data synth' brings an older one up to date); set it to false for this dataset"
+            )
+        log.info("pretraining also names %d distractor kinds as classes of their own", len(kinds))
+    train = train_ds if isinstance(train_ds, CropSource) else crop_source_from_detection(train_ds, kinds)
     if val_ds is None:
         log.info("no validation split: holding out every 10th training image for validation")
         train, val = holdout_split(train)
     else:
-        val = val_ds if isinstance(val_ds, CropSource) else crop_source_from_detection(val_ds)
+        val = val_ds if isinstance(val_ds, CropSource) else crop_source_from_detection(val_ds, kinds)
     stamp = pretrain_stamp(cfg, train, val)
     final = out_dir / "backbone.pt"
     if final.is_file():

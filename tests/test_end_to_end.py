@@ -25,7 +25,7 @@ STAGES = ("data", "pretrain", "propose", "extract", "finetune", "train-svm", "tr
 TINY = {
     "backbone": {"name": "zf5", "weights": "pretrained", "width": 0.25},
     "pretrain": {"sizes": [96, 80], "eval_sizes": [80], "epochs": 1, "batch_size": 16, "fc_dim": 32,
-                 "dropout": 0.0, "optimizer": "adamw", "lr": 0.001, "crops_per_image": 1},
+                 "dropout": 0.0, "optimizer": "adamw", "lr": 0.001, "crops_per_image": 1, "distractor_classes": True},
     # selective search on a smaller copy of each image: most of the propose time otherwise
     "propose": {"max_proposals": 150, "workers": 1, "resize_to": 160},
     "extract": {"scales": [96, 128], "norm_sample_images": 4, "norm_sample_windows": 50},

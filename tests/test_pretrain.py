@@ -209,3 +209,35 @@ def test_pretrain_split_is_what_pretraining_reads(voc, tmp_path):
         result = CliRunner().invoke(cli, [*base, *extra, "--run", str(run)])
         assert result.exit_code == 0, result.output
         assert want in json.loads((run / "pretrain" / "metrics.json").read_text())["stamp"]["train"]
+
+
+def test_distractor_kinds_become_classes_of_their_own(tmp_path):
+    from spp_detect.datasets.synth import generate_synth
+    from spp_detect.pretrain import distractor_kinds_of
+
+    generate_synth(tmp_path / "synth", train=6, val=3, test=0, seed=2, show_progress=False)
+    train, val = open_dataset(str(tmp_path / "synth"), "train"), open_dataset(str(tmp_path / "synth"), "val")
+    kinds = distractor_kinds_of(train)
+    assert kinds == tuple(sorted(set(kinds))) and len(kinds) >= 3
+    plain, named = crop_source_from_detection(train), crop_source_from_detection(train, kinds)
+    assert named.classes == train.classes + kinds and plain.classes == train.classes
+    assert named.label_names()[-1] == BACKGROUND and named.fingerprint != plain.fingerprint
+    for rec, a, b in zip(train, plain.items, named.items, strict=True):
+        n = len(a.boxes)
+        np.testing.assert_array_equal(b.boxes[:n], a.boxes)  # the objects first, as without
+        np.testing.assert_array_equal(b.boxes[n:], rec.distractor_boxes)
+        assert [kinds[k - len(train.classes)] for k in b.labels[n:]] == list(rec.distractor_names)
+        assert len(b.avoid) == len(a.avoid) + len(rec.distractor_names)  # backgrounds keep clear of them
+    # a validation split names what training names: kinds only it has are left out
+    only_train = crop_source_from_detection(val, kinds[:1])
+    for rec, item in zip(val, only_train.items, strict=True):
+        keep = [name == kinds[0] for name in rec.distractor_names]
+        assert len(item.boxes) == len(rec.boxes) - int(rec.difficult.sum()) + sum(keep)
+
+
+def test_distractor_classes_need_distractors(voc, tmp_path):
+    result = CliRunner().invoke(cli, ["pretrain", "--dataset", str(voc), "--split", "train", "--val-split", "val",
+                                      "--run", str(tmp_path / "r"), *TINY, "--sizes", "48", "--epochs", "1",
+                                      "--set", "pretrain.distractor_classes=true"])
+    assert result.exit_code == 1 and "pretrain.distractor_classes" in result.output and "no distractors" in result.output
+    assert not (tmp_path / "r" / "pretrain" / "backbone.pt").exists()

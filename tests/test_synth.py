@@ -62,6 +62,61 @@ def test_boxes_lie_in_the_image_and_flags_follow_the_rules(rendered):
                 assert o.visible >= synth.TRUNCATED_TOLERANCE
 
 
+def _distractors_by_repainting(seed: int, index: int) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Slow reference: repaint every pasted layer's mask in order and keep the distractors that
+    show enough, with the bounding box of their own pixels in the repainted image."""
+    made, pasted = {}, []
+    shape_layer, paste = synth._shape_layer, synth._paste
+
+    def recording_shape_layer(rng, shape, texture, size, aspect, bg, placed_boxes, label=-1):
+        layer = shape_layer(rng, shape, texture, size, aspect, bg, placed_boxes, label)
+        if placed_boxes is None:
+            made[id(layer)] = synth.distractor_kind(shape, texture)
+        return layer
+
+    def recording_paste(img, layer):
+        pasted.append(layer)
+        paste(img, layer)
+
+    synth._shape_layer, synth._paste = recording_shape_layer, recording_paste
+    try:
+        im = render_image(seed, index)
+    finally:
+        synth._shape_layer, synth._paste = shape_layer, paste
+    owner = np.full((im.height, im.width), -1)
+    shown = []
+    for k, layer in enumerate(pasted):
+        n = 0
+        for py in range(layer.mask.shape[0]):
+            for px in range(layer.mask.shape[1]):
+                y, x = layer.y0 + py, layer.x0 + px
+                if layer.mask[py, px] and 0 <= y < im.height and 0 <= x < im.width:
+                    owner[y, x] = k
+                    n += 1
+        shown.append(n)
+    out = []
+    for k, layer in enumerate(pasted):
+        ys, xs = np.nonzero(owner == k)
+        if id(layer) not in made or len(ys) == 0 or len(ys) < synth.DISTRACTOR_VISIBLE * shown[k]:
+            continue
+        box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+        if min(box[2] - box[0], box[3] - box[1]) + 1 >= synth.DISTRACTOR_MIN_SIDE:
+            out.append((made[id(layer)], box))
+    return out
+
+
+def test_distractors_are_annotated_where_they_show(rendered):
+    for index in (0, 1, 2):
+        im = render_image(0, index)
+        assert [(d.name, d.box) for d in im.distractors] == _distractors_by_repainting(0, index)
+        assert np.array_equal(im.pixels, rendered[index].pixels)  # the reference changed nothing
+    named = [d for im in rendered for d in im.distractors]
+    assert len(named) >= len(rendered)  # 2 to 8 drawn per image, most of them in view
+    assert {d.name for d in named} <= set(synth.DISTRACTOR_KINDS)
+    assert len({d.name for d in named}) >= 0.8 * len(synth.DISTRACTOR_KINDS)
+    assert not {d.name for d in named} & set(CLASSES)
+
+
 def test_box_is_the_visible_extent_after_occlusion_and_clipping():
     def square(x0, y0, n=20):
         return synth._Layer(x0, y0, np.ones((n, n), bool), np.zeros((n, n, 3), np.float32))
@@ -98,6 +153,10 @@ def test_writes_voc_that_reads_back_with_the_same_boxes(tmp_path):
             assert rec.labels.tolist() == [o.label for o in im.objects]
             assert rec.difficult.tolist() == [o.difficult for o in im.objects]
             assert rec.truncated.tolist() == [o.truncated for o in im.objects]
+            assert rec.distractor_names == tuple(d.name for d in im.distractors)
+            assert rec.distractor_boxes.tolist() == [list(d.box) for d in im.distractors]
+    assert sum(len(rec.distractor_names) for rec in train) > 0
+    assert summary["stats"]["distractors"] == sum(len(render_image(1, i).distractors) for i in range(9))
     # VOC XML is 1-based inclusive: one more than the internal box
     rec = train[0]
     node = ET.parse(out / "Annotations" / "000000.xml").getroot().find("object/bndbox")
@@ -217,6 +276,48 @@ def test_pretraining_images_extend_a_finished_dataset(tmp_path):
     _make(out, pretrain=0)
     assert not (out / "ImageSets" / "Main" / "pretrain.txt").exists()
     assert len(open_dataset(str(out), "trainval")) == 6
+
+
+def _as_annotations_v1(out):
+    """Make a dataset look written before distractors were annotated."""
+    for xml in (out / "Annotations").glob("*.xml"):
+        tree = ET.parse(xml)
+        root = tree.getroot()
+        for d in root.findall("distractor"):
+            root.remove(d)
+        root.find("source/database").text = f"spp-detect synthetic v{synth.SYNTH_VERSION}"
+        tree.write(xml)
+    recipe = json.loads((out / "synth.json").read_text())
+    del recipe["annotations"]
+    (out / "synth.json").write_text(json.dumps(recipe))
+
+
+def test_older_annotations_are_rewritten_and_the_images_kept(tmp_path):
+    out = tmp_path / "synth"
+    _make(out)
+    files = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "synth.json"}
+    _as_annotations_v1(out)
+    assert all(len(r.distractor_names) == 0 for r in open_dataset(str(out), "train"))
+    summary = _make(out)  # the same settings: brought up to date, not refused
+    assert summary["generated"] == 9 and summary["annotations"] == synth.ANNOTATIONS_VERSION
+    for p, data in files.items():
+        assert p.read_bytes() == data, p  # images byte for byte, annotations as a fresh run writes them
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        _make(out)  # now current: the same settings again are refused as before
+
+
+def test_pipeline_brings_an_older_dataset_up_to_date(tmp_path):
+    from spp_detect.config import PipelineConfig, with_values
+    from spp_detect.pipeline import ensure_synth
+
+    data = with_values(PipelineConfig().data, dataset="synth", data_root=str(tmp_path), synth_train=3, synth_val=1,
+                       synth_test=2)
+    cfg = PipelineConfig(data=data)
+    assert ensure_synth(cfg) is True
+    _as_annotations_v1(tmp_path / "synth")
+    assert ensure_synth(cfg) is True
+    assert sum(len(r.distractor_names) for r in open_dataset("synth", "train", data_root=tmp_path)) > 0
+    assert ensure_synth(cfg) is False
 
 
 def test_pipeline_writes_missing_splits_and_keeps_the_dataset_there(tmp_path):

@@ -34,7 +34,10 @@ class ImageRecord:
     ``boxes``: float32 (N, 4) internal convention. ``labels``: int64 (N,) indices into the
     dataset's classes. ``difficult``: VOC's flag, ignored in evaluation. ``ignore``: COCO's
     ``iscrowd``, ignored in evaluation the way pycocotools ignores it. ``source_id`` keeps the
-    original id where it is not a string (COCO's integer image ids).
+    original id where it is not a string (COCO's integer image ids). ``distractor_boxes`` (M, 4)
+    and ``distractor_names`` (M,): annotated things that are none of the classes (the synthetic
+    dataset's ``<distractor>`` elements); only pretraining reads them, and only when asked to
+    (``pretrain.distractor_classes``).
     """
 
     image_id: str
@@ -47,12 +50,18 @@ class ImageRecord:
     truncated: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     ignore: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     source_id: int | str | None = None
+    distractor_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    distractor_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         n = len(self.boxes)
         for name in ("labels", "difficult", "truncated", "ignore"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{self.image_id}: {name} has {len(getattr(self, name))} entries for {n} boxes")
+        if len(self.distractor_names) != len(self.distractor_boxes):
+            raise ValueError(
+                f"{self.image_id}: {len(self.distractor_names)} distractor names for {len(self.distractor_boxes)} boxes"
+            )
 
 
 @dataclass

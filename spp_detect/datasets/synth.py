@@ -28,6 +28,11 @@ frame), ``truncated`` when part of the object lies outside the frame, ``occluded
 object hides part of it, and ``difficult`` when less than 40% of it is visible or its visible
 box is small (sqrt of area under 22 px). An object less than 15% visible is not drawn at all,
 so nothing visible goes unannotated. Objects are listed in drawing order (back to front).
+Distractors at least half visible and 16 px wide and tall follow as ``<distractor>`` elements
+(name = texture and shape, e.g. ``checker_disc``; see :data:`DISTRACTOR_KINDS`), which VOC
+readers skip: the detector never sees them, but pretraining may learn their kinds as classes of
+their own (``pretrain.distractor_classes``), as the paper's ImageNet pretraining names far more
+kinds of thing than its detector does.
 
 Every image is a pure function of ``(seed, index)`` (its own RNG from
 ``SeedSequence([seed, index])``), so a dataset is deterministic for a seed and images can be
@@ -42,7 +47,10 @@ Writing is crash-safe: ``synth.json`` records the recipe first; each image is wr
 and then its XML, each under a temporary name renamed into place; ``classes.txt`` and the split
 files come after all images and ``synth.json`` is marked complete last. An interrupted run
 therefore has no split files (the reader refuses it), and running the same command again
-resumes it, keeping the images already written.
+resumes it, keeping the images already written. The XML records the annotation version
+(:data:`ANNOTATIONS_VERSION`); images written by an older one have their files rewritten (same
+pixels, since they depend on the seed and index only), so an older dataset is brought up to date
+in place.
 """
 
 from __future__ import annotations
@@ -64,6 +72,9 @@ from ..io_utils import atomic_path, atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 SYNTH_VERSION = 1  # bump when a change to the generator changes its output for a seed
+# bump when the annotations of a seed's images change but not their pixels: a finished dataset
+# with older annotations has them rewritten, its images kept (2: named distractors)
+ANNOTATIONS_VERSION = 2
 
 # class name -> (shape, texture); the order is the label order written to classes.txt
 CLASS_SPECS: dict[str, tuple[str, str]] = {
@@ -113,6 +124,10 @@ MAX_BOX_COVER = 0.6  # a new object may cover at most this share of an earlier o
 PLACEMENT_TRIES = 20
 MIN_DISTRACTORS, MAX_DISTRACTORS = 2, 8
 MIN_DISTRACTOR_SIZE, MAX_DISTRACTOR_SIZE = 12.0, 160.0
+# distractors are annotated (for pretraining) when this much of their in-frame shape shows and
+# their visible box is at least this wide and tall: smaller or more hidden ones name no kind
+DISTRACTOR_VISIBLE = 0.5
+DISTRACTOR_MIN_SIDE = 16
 
 DROP_VISIBLE = 0.15  # objects less visible than this are not drawn (nothing visible is unlabelled)
 MIN_VISIBLE_SIDE = 6  # nor are objects whose visible box is thinner than this (px)
@@ -142,6 +157,23 @@ class SynthObject:
         return CLASSES[self.label]
 
 
+@dataclass(frozen=True)
+class SynthDistractor:
+    """One annotated distractor: its kind (:func:`distractor_kind`) and visible extent
+    (internal convention, 0-based inclusive)."""
+
+    name: str
+    box: tuple[int, int, int, int]
+
+
+def distractor_kind(shape: str, texture: str) -> str:
+    """The name a distractor is annotated with, texture first like the class names."""
+    return f"{texture}_{shape}"
+
+
+DISTRACTOR_KINDS: tuple[str, ...] = tuple(distractor_kind(s, t) for s, ts in DISTRACTOR_SPECS.items() for t in ts)
+
+
 @dataclass
 class SynthImage:
     """One generated image: ``pixels`` is uint8 RGB (height, width, 3)."""
@@ -151,6 +183,7 @@ class SynthImage:
     height: int
     pixels: np.ndarray
     objects: list[SynthObject] = field(default_factory=list)
+    distractors: list[SynthDistractor] = field(default_factory=list)
 
 
 @dataclass
@@ -482,6 +515,7 @@ def render_image(seed: int, index: int) -> SynthImage:
 
     # 1. cluttered background, then distractors that are no class
     img = _background(rng, height, width)
+    distractors: list[tuple[_Layer, str]] = []
     for _ in range(int(rng.integers(MIN_DISTRACTORS, MAX_DISTRACTORS + 1))):
         shape = list(DISTRACTOR_SPECS)[int(rng.integers(len(DISTRACTOR_SPECS)))]
         textures = DISTRACTOR_SPECS[shape]
@@ -490,6 +524,7 @@ def render_image(seed: int, index: int) -> SynthImage:
         size = _log_uniform(rng, MIN_DISTRACTOR_SIZE, MAX_DISTRACTOR_SIZE)
         layer = _shape_layer(rng, shape, texture, size, aspect, img, None)
         _paste(img, layer)
+        distractors.append((layer, distractor_kind(shape, texture)))
 
     # 2. place the objects, back to front, limiting how much of each earlier box is covered
     layers: list[_Layer] = []
@@ -535,25 +570,44 @@ def render_image(seed: int, index: int) -> SynthImage:
             )
         )
 
-    # 5. camera: slight blur and sensor noise
+    # 5. annotate the distractors that show enough to be named (pretraining learns their kinds:
+    #    telling a class from its look-alikes is what the detector finds hardest)
+    d_layers = [layer for layer, _ in distractors]
+    owner, visible, in_frame, _ = _visibility(d_layers + layers, height, width)
+    named = []
+    for k, (layer, kind) in enumerate(distractors):
+        if visible[k] == 0 or visible[k] < DISTRACTOR_VISIBLE * in_frame[k]:
+            continue
+        box = _visible_box(owner, k, layer)
+        if min(box[2] - box[0], box[3] - box[1]) + 1 >= DISTRACTOR_MIN_SIDE:
+            named.append(SynthDistractor(kind, box))
+
+    # 6. camera: slight blur and sensor noise
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 0.9))
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(2.0, 8.0))
     pixels = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return SynthImage(image_id=f"{index:06d}", width=width, height=height, pixels=pixels, objects=objects)
+    return SynthImage(image_id=f"{index:06d}", width=width, height=height, pixels=pixels, objects=objects, distractors=named)
 
 
 # ---------------------------------------------------------------------------------------------
 # writing
 
 
+def _bndbox_lines(box) -> list[str]:
+    x1, y1, x2, y2 = (v + 1 for v in box)  # internal 0-based -> VOC 1-based
+    return ["\t\t<bndbox>", f"\t\t\t<xmin>{x1}</xmin>", f"\t\t\t<ymin>{y1}</ymin>", f"\t\t\t<xmax>{x2}</xmax>",
+            f"\t\t\t<ymax>{y2}</ymax>", "\t\t</bndbox>"]
+
+
 def annotation_xml(image: SynthImage) -> str:
-    """VOC XML for one image: boxes 1-based inclusive, objects back to front."""
+    """VOC XML for one image: boxes 1-based inclusive, objects back to front, then the named
+    distractors as ``<distractor>`` elements (which VOC readers, looking for ``<object>``, skip)."""
     lines = [
         "<annotation>",
         "\t<folder>synth</folder>",
         f"\t<filename>{image.image_id}.jpg</filename>",
         "\t<source>",
-        f"\t\t<database>spp-detect synthetic v{SYNTH_VERSION}</database>",
+        f"\t\t<database>{_DATABASE}</database>",
         "\t</source>",
         "\t<size>",
         f"\t\t<width>{image.width}</width>",
@@ -563,7 +617,6 @@ def annotation_xml(image: SynthImage) -> str:
         "\t<segmented>0</segmented>",
     ]
     for o in image.objects:
-        x1, y1, x2, y2 = (v + 1 for v in o.box)  # internal 0-based -> VOC 1-based
         lines += [
             "\t<object>",
             f"\t\t<name>{o.name}</name>",
@@ -571,16 +624,24 @@ def annotation_xml(image: SynthImage) -> str:
             f"\t\t<truncated>{int(o.truncated)}</truncated>",
             f"\t\t<occluded>{int(o.occluded)}</occluded>",
             f"\t\t<difficult>{int(o.difficult)}</difficult>",
-            "\t\t<bndbox>",
-            f"\t\t\t<xmin>{x1}</xmin>",
-            f"\t\t\t<ymin>{y1}</ymin>",
-            f"\t\t\t<xmax>{x2}</xmax>",
-            f"\t\t\t<ymax>{y2}</ymax>",
-            "\t\t</bndbox>",
+            *_bndbox_lines(o.box),
             "\t</object>",
         ]
+    for d in image.distractors:
+        lines += ["\t<distractor>", f"\t\t<name>{d.name}</name>", *_bndbox_lines(d.box), "\t</distractor>"]
     lines.append("</annotation>")
     return "\n".join(lines) + "\n"
+
+
+_DATABASE = f"spp-detect synthetic v{SYNTH_VERSION}, annotations v{ANNOTATIONS_VERSION}"
+
+
+def _is_written(root: Path, index: int) -> bool:
+    """Whether image ``index`` is in ``root`` with this version's annotations."""
+    try:
+        return f"<database>{_DATABASE}</database>" in (root / "Annotations" / f"{index:06d}.xml").read_text()
+    except OSError:
+        return False
 
 
 def write_image(root: Path, image: SynthImage) -> None:
@@ -613,7 +674,7 @@ def split_indices(train: int, val: int, test: int, pretrain: int = 0) -> dict[st
 
 def _recipe(train: int, val: int, test: int, seed: int, pretrain: int = 0) -> dict:
     recipe = {"generator": "spp-detect data synth", "version": SYNTH_VERSION, "seed": seed,
-              "train": train, "val": val, "test": test, "classes": list(CLASSES)}
+              "train": train, "val": val, "test": test, "classes": list(CLASSES), "annotations": ANNOTATIONS_VERSION}
     if pretrain:  # absent when 0, so datasets written before this option keep their recipe
         recipe["pretrain"] = pretrain
     return recipe
@@ -651,6 +712,10 @@ def _prepare_out(out: Path, recipe: dict, overwrite: bool) -> bool:
             "'spp-detect data synth'; refusing to touch it (choose an empty or new --out)"
         )
     old = read_recipe(out)
+    # what a finished or unfinished dataset may differ in and still be completed in place: every
+    # image is a function of (seed, index), so the ones written stay valid (more or fewer
+    # pretraining images; older annotations, rewritten image by image)
+    mutable = ("pretrain", "annotations")
     if overwrite:
         log.info("removing the synthetic dataset in %s (--overwrite)", out)
         for name in _OWNED:
@@ -660,16 +725,14 @@ def _prepare_out(out: Path, recipe: dict, overwrite: bool) -> bool:
             elif p.exists():
                 p.unlink()
         return False
+    base = {k: v for k, v in recipe.items() if k not in mutable}
     if old.get("complete"):
-        base = {k: v for k, v in recipe.items() if k != "pretrain"}
-        if {k: old.get(k) for k in base} == base and old.get("pretrain", 0) != recipe.get("pretrain", 0):
-            # only the number of pretraining images changed: every image is a function of
-            # (seed, index), so the ones written stay valid and the missing ones are added
+        if {k: old.get(k) for k in base} == base and any(old.get(k, 0) != recipe.get(k, 0) for k in mutable):
             return True
         differ = _differences(old, base)
         made_with = f" made with {differ}" if differ else ""
         raise OutputExistsError(f"{out} already holds a complete synthetic dataset{made_with}; pass --overwrite to replace it")
-    differ = _differences(old, recipe)
+    differ = _differences(old, base)
     if differ:
         raise OutputExistsError(
             f"{out} holds an unfinished synthetic dataset made with {differ}; "
@@ -709,9 +772,9 @@ def generate_synth(
     atomic_write_json(out / RECIPE_FILE, {**recipe, "complete": False})
 
     n_total = train + val + test + pretrain
-    todo = [i for i in range(n_total) if not (out / "Annotations" / f"{i:06d}.xml").is_file()]
+    todo = [i for i in range(n_total) if not _is_written(out, i)]
     if resuming:
-        log.info("resuming %s: %d of %d images already written", out, n_total - len(todo), n_total)
+        log.info("resuming %s: %d of %d images already written with this version's annotations", out, n_total - len(todo), n_total)
     started = time.perf_counter()
     with progress(total=n_total, initial=n_total - len(todo), desc="synth", unit="img", disable=not show_progress) as bar:
         if workers > 1 and len(todo) > 1:
@@ -759,7 +822,7 @@ def dataset_stats(root: str | Path, indices) -> dict:
     root = Path(root)
     per_class = dict.fromkeys(CLASSES, 0)
     per_image, sides, widths, heights = [], [], [], []
-    n_difficult = n_truncated = n_occluded = 0
+    n_difficult = n_truncated = n_occluded = n_distractors = 0
     for i in indices:
         xml_path = root / "Annotations" / f"{i:06d}.xml"
         rec = parse_annotation(xml_path, CLASSES)
@@ -772,6 +835,7 @@ def dataset_stats(root: str | Path, indices) -> dict:
         sides += np.sqrt((b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)).tolist()
         n_difficult += int(rec["difficult"].sum())
         n_truncated += int(rec["truncated"].sum())
+        n_distractors += len(rec["distractor_names"])
         n_occluded += sum(o.findtext("occluded", "0").strip() == "1" for o in ET.parse(xml_path).getroot().iter("object"))
     n_obj = int(sum(per_image))
     return {
@@ -782,6 +846,7 @@ def dataset_stats(root: str | Path, indices) -> dict:
         "difficult": n_difficult,
         "truncated": n_truncated,
         "occluded": n_occluded,
+        "distractors": n_distractors,  # annotated ones (for pretraining), not every one drawn
         "box_size_px": {  # sqrt of the visible box's area
             "min": round(min(sides), 1) if sides else None,
             "median": round(float(np.median(sides)), 1) if sides else None,

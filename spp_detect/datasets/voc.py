@@ -98,6 +98,15 @@ def parse_annotation(xml_path: Path, classes: tuple[str, ...]) -> dict:
         trunc = obj.find("truncated")
         difficult.append(diff is not None and (diff.text or "0").strip() == "1")
         truncated.append(trunc is not None and (trunc.text or "0").strip() == "1")
+    distractor_boxes, distractor_names = [], []
+    for k, dis in enumerate(root.findall("distractor")):  # not VOC's: the synthetic dataset's look-alikes
+        distractor_names.append(_text(dis, "name", xml_path, f"distractor[{k}]/name"))
+        bnd = dis.find("bndbox")
+        if bnd is None:
+            raise DataError(xml_path, "missing <bndbox>", f"distractor[{k}]/bndbox")
+        box = [_number(bnd, t, xml_path, f"distractor[{k}]/bndbox/{t}") - 1.0 for t in ("xmin", "ymin", "xmax", "ymax")]
+        validate_box(xml_path, f"distractor[{k}]/bndbox", box, width, height)
+        distractor_boxes.append(box)
     filename = root.findtext("filename")
     return dict(
         width=width,
@@ -108,6 +117,8 @@ def parse_annotation(xml_path: Path, classes: tuple[str, ...]) -> dict:
         difficult=np.asarray(difficult, bool),
         truncated=np.asarray(truncated, bool),
         ignore=np.zeros(len(boxes), bool),
+        distractor_boxes=np.asarray(distractor_boxes, np.float32).reshape(-1, 4),
+        distractor_names=tuple(distractor_names),
     )
 
 
