@@ -89,7 +89,7 @@ def crop_source_from_detection(ds, distractor_kinds: tuple[str, ...] = ()) -> Cr
     ``distractor_kinds``: also crop the annotated distractors of these kinds, each kind a class
     after the dataset's (labels ``len(ds.classes) + i``); distractors of other kinds are left out
     (a validation split must name what the training split names), and backgrounds keep clear of
-    every distractor crop. Boxes: internal convention.
+    the distractors cropped. Boxes: internal convention.
     """
     kind_label = {kind: len(ds.classes) + i for i, kind in enumerate(distractor_kinds)}
     items = []

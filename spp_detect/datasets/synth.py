@@ -774,7 +774,7 @@ def generate_synth(
     n_total = train + val + test + pretrain
     todo = [i for i in range(n_total) if not _is_written(out, i)]
     if resuming:
-        log.info("resuming %s: %d of %d images already written with this version's annotations", out, n_total - len(todo), n_total)
+        log.info("completing %s: %d of %d images already written with this version's annotations", out, n_total - len(todo), n_total)
     started = time.perf_counter()
     with progress(total=n_total, initial=n_total - len(todo), desc="synth", unit="img", disable=not show_progress) as bar:
         if workers > 1 and len(todo) > 1:
