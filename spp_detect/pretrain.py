@@ -93,7 +93,8 @@ def crop_source_from_detection(ds, distractor_kinds: tuple[str, ...] = ()) -> Cr
     """
     kind_label = {kind: len(ds.classes) + i for i, kind in enumerate(distractor_kinds)}
     items = []
-    digest = hashlib.sha256(ds.fingerprint().encode())
+    fingerprint = ds.fingerprint()
+    digest = hashlib.sha256(fingerprint.encode())  # extended with the distractors cropped
     for r in ds.records:
         boxes = as_boxes(r.boxes)
         keep = ~(np.asarray(r.difficult, bool) | np.asarray(r.ignore, bool))
@@ -106,7 +107,8 @@ def crop_source_from_detection(ds, distractor_kinds: tuple[str, ...] = ()) -> Cr
             boxes = np.concatenate([boxes, extra])
             digest.update(extra.tobytes() + labels.tobytes())
         items.append(CropImage(Path(r.path), boxes_kept, labels, boxes))
-    fingerprint = digest.hexdigest()[:16] if kind_label else ds.fingerprint()
+    if kind_label:
+        fingerprint = digest.hexdigest()[:16]
     return CropSource(ds.name, ds.split, tuple(ds.classes) + tuple(distractor_kinds), items, True, fingerprint)
 
 

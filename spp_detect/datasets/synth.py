@@ -570,8 +570,8 @@ def render_image(seed: int, index: int) -> SynthImage:
             )
         )
 
-    # 5. annotate the distractors that show enough to be named (pretraining learns their kinds:
-    #    telling a class from its look-alikes is what the detector finds hardest)
+    # 5. annotate the distractors that show enough to be named (for pretraining, which may learn
+    #    their kinds as classes); objects lie on top of them, so both go into one owner map
     d_layers = [layer for layer, _ in distractors]
     owner, visible, in_frame, _ = _visibility(d_layers + layers, height, width)
     named = []

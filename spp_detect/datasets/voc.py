@@ -64,6 +64,16 @@ def _number(node, tag: str, xml_path: Path, field: str) -> float:
         raise DataError(xml_path, "not a number", field, text) from None
 
 
+def _box(node, xml_path: Path, field: str, width: int, height: int) -> list[float]:
+    """``node``'s validated ``<bndbox>``, VOC's 1-based inclusive pixels -> internal convention."""
+    bnd = node.find("bndbox")
+    if bnd is None:
+        raise DataError(xml_path, "missing <bndbox>", f"{field}/bndbox")
+    box = [_number(bnd, t, xml_path, f"{field}/bndbox/{t}") - 1.0 for t in ("xmin", "ymin", "xmax", "ymax")]
+    validate_box(xml_path, f"{field}/bndbox", box, width, height)
+    return box
+
+
 def parse_annotation(xml_path: Path, classes: tuple[str, ...]) -> dict:
     """Parse one VOC XML file into a dict of record fields (boxes in the internal convention)."""
     try:
@@ -86,13 +96,7 @@ def parse_annotation(xml_path: Path, classes: tuple[str, ...]) -> dict:
         name = _text(obj, "name", xml_path, f"object[{k}]/name")
         if name not in class_index:
             raise DataError(xml_path, f"unknown class (known: {', '.join(classes)})", f"object[{k}]/name", name)
-        bnd = obj.find("bndbox")
-        if bnd is None:
-            raise DataError(xml_path, "missing <bndbox>", f"object[{k}]/bndbox")
-        voc_box = [_number(bnd, t, xml_path, f"object[{k}]/bndbox/{t}") for t in ("xmin", "ymin", "xmax", "ymax")]
-        box = [v - 1.0 for v in voc_box]
-        validate_box(xml_path, f"object[{k}]/bndbox", box, width, height)
-        boxes.append(box)
+        boxes.append(_box(obj, xml_path, f"object[{k}]", width, height))
         labels.append(class_index[name])
         diff = obj.find("difficult")
         trunc = obj.find("truncated")
@@ -101,12 +105,7 @@ def parse_annotation(xml_path: Path, classes: tuple[str, ...]) -> dict:
     distractor_boxes, distractor_names = [], []
     for k, dis in enumerate(root.findall("distractor")):  # not VOC's: the synthetic dataset's look-alikes
         distractor_names.append(_text(dis, "name", xml_path, f"distractor[{k}]/name"))
-        bnd = dis.find("bndbox")
-        if bnd is None:
-            raise DataError(xml_path, "missing <bndbox>", f"distractor[{k}]/bndbox")
-        box = [_number(bnd, t, xml_path, f"distractor[{k}]/bndbox/{t}") - 1.0 for t in ("xmin", "ymin", "xmax", "ymax")]
-        validate_box(xml_path, f"distractor[{k}]/bndbox", box, width, height)
-        distractor_boxes.append(box)
+        distractor_boxes.append(_box(dis, xml_path, f"distractor[{k}]", width, height))
     filename = root.findtext("filename")
     return dict(
         width=width,
