@@ -14,7 +14,9 @@ The mining loop is R-CNN's, as the released SPP code runs it:
 Solver: scikit-learn's ``LinearSVC`` (liblinear, L2-regularised hinge loss solved in the dual,
 ``loss="hinge"``), ``C`` = 0.001, positive-class weight 2, and liblinear's bias feature of value
 10 (``intercept_scaling``: the learned bias weight times 10 is the final bias, and it is
-regularised, exactly as the released code's liblinear call). Features arrive norm-scaled.
+regularised, exactly as the released code's liblinear call). Features arrive norm-scaled. A fit
+that reaches liblinear's iteration cap (:data:`MAX_ITER`) is logged as a warning naming the class
+and the retrain, and recorded (``converged``) in that class's retrain log.
 
 Features are streamed image by image; the trainer holds only positives and the hard-negative
 caches. Retraining of the classes that need it runs in parallel worker processes.
@@ -30,6 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+MAX_ITER = 10000  # liblinear's iteration cap per fit; reaching it means the fit did not converge
 
 
 @dataclass
@@ -53,25 +57,28 @@ class SvmImage:
 
 
 def _fit(x_pos: np.ndarray, x_neg: np.ndarray, c: float, positive_weight: float, bias_feature: float, seed: int):
-    """Train one linear SVM; returns (w (D,), b, objective)."""
+    """Train one linear SVM; returns (w (D,), b, objective, converged)."""
     from sklearn.svm import LinearSVC
 
     x = np.concatenate([x_pos, x_neg]).astype(np.float64)
     y = np.concatenate([np.ones(len(x_pos)), -np.ones(len(x_neg))])
     if len(x_pos) == 0 or len(x_neg) == 0:
         # nothing to separate: score everything as the class that exists (or nothing)
-        return np.zeros(x.shape[1], np.float32), (1.0 if len(x_neg) == 0 else -1.0), 0.0
+        return np.zeros(x.shape[1], np.float32), (1.0 if len(x_neg) == 0 else -1.0), 0.0, True
     svm = LinearSVC(
         C=c, loss="hinge", dual=True, class_weight={1: positive_weight, -1: 1.0},
-        fit_intercept=True, intercept_scaling=bias_feature, max_iter=10000, tol=1e-4, random_state=seed,
+        fit_intercept=True, intercept_scaling=bias_feature, max_iter=MAX_ITER, tol=1e-4, random_state=seed,
     )
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
+    # liblinear's own warning would come from a worker process with no class or retrain named;
+    # the caller logs one that does (and records it in the SVM's retrain log)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         svm.fit(x, y)
+    converged = int(np.max(svm.n_iter_)) < MAX_ITER
     w = svm.coef_[0]
     b = float(svm.intercept_[0])
     # primal objective, as liblinear minimises it (bias feature included in the norm)
@@ -79,7 +86,7 @@ def _fit(x_pos: np.ndarray, x_neg: np.ndarray, c: float, positive_weight: float,
     weights = np.where(y > 0, positive_weight, 1.0)
     hinge = np.maximum(0.0, 1.0 - margins)
     objective = 0.5 * (w @ w + (b / bias_feature) ** 2) + c * float((weights * hinge).sum())
-    return w.astype(np.float32), b, objective
+    return w.astype(np.float32), b, objective, converged
 
 
 def _fit_task(args):
@@ -182,7 +189,7 @@ class HardNegativeTrainer:
             neg = st.neg_features.astype(np.float32) if st.neg_features is not None else np.zeros((0, len(st.w)), np.float32)
             tasks.append((pos, neg, self.C, self.positive_weight, self.bias_feature, self.seed))
         results = list(self._pool.map(_fit_task, tasks)) if self._pool is not None and len(tasks) > 1 else [_fit(*t) for t in tasks]
-        for st, (w, b, objective), task in zip(states, results, tasks, strict=True):
+        for st, (w, b, objective, converged), task in zip(states, results, tasks, strict=True):
             st.w, st.b = w, b
             st.retrains += 1
             n_before = 0 if st.neg_features is None else len(st.neg_features)
@@ -197,10 +204,15 @@ class HardNegativeTrainer:
             entry = {
                 "retrain": st.retrains, "positives": len(task[0]), "negatives": n_before,
                 "kept_negatives": 0 if st.neg_features is None else len(st.neg_features), "objective": objective,
+                "converged": converged,
             }
             st.log.append(entry)
             log.info("class %d retrain %d: %d pos, %d neg cached (%d kept), objective %.4f",
                      st.label, st.retrains, entry["positives"], n_before, entry["kept_negatives"], objective)
+            if not converged:
+                log.warning("class %d retrain %d: liblinear stopped at its %d-iteration cap before converging; "
+                            "this SVM (and the negatives it mines) may be poor: a smaller svm.C converges faster (now %g)",
+                            st.label, st.retrains, MAX_ITER, self.C)
             st.new_since_retrain = 0
 
 

@@ -79,9 +79,29 @@ def test_fit_objective_and_bias_feature():
     rng = np.random.default_rng(3)
     pos = rng.normal(2, 1, (30, 4)).astype(np.float32)
     neg = rng.normal(-2, 1, (60, 4)).astype(np.float32)
-    w, b, obj = _fit(pos, neg, 1.0, 2.0, 10.0, 0)
+    w, b, obj, converged = _fit(pos, neg, 1.0, 2.0, 10.0, 0)
     acc = ((pos @ w + b) > 0).mean() * 0.5 + ((neg @ w + b) < 0).mean() * 0.5
-    assert acc > 0.95 and obj > 0
+    assert acc > 0.95 and obj > 0 and converged
+
+
+def test_a_fit_that_hits_the_iteration_cap_is_logged_and_recorded(monkeypatch, caplog):
+    # overlapping classes need more than two liblinear iterations; with the cap at 2 the fit
+    # stops early, and the retrain log and a warning naming the class must say so
+    import logging
+
+    from spp_detect import svm
+
+    rng = np.random.default_rng(5)
+    t = HardNegativeTrainer(1, 8, C=0.1, retrain_every=10**9)
+    t.add_image(_image(rng, 0))
+    t.states[0].positives.append(rng.normal(1.5, 1, (40, 8)).astype(np.float32))
+    t._retrain(t.states)
+    assert t.states[0].log[-1]["converged"] is True
+    monkeypatch.setattr(svm, "MAX_ITER", 2)
+    with caplog.at_level(logging.WARNING, logger="spp_detect.svm"):
+        t._retrain(t.states)
+    assert t.states[0].log[-1]["converged"] is False
+    assert any("class 0 retrain 2" in r.message and "svm.C" in r.message for r in caplog.records)
 
 
 def test_window_keys_unique_per_rect_and_scale():
