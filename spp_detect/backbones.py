@@ -274,6 +274,7 @@ class Backbone(nn.Module):
         head: nn.Module | None = None,
         width: float = 1.0,
         batch_norm: bool = False,
+        channels: tuple[int, ...] = (),
     ):
         super().__init__()
         self.name = name
@@ -282,6 +283,7 @@ class Backbone(nn.Module):
         self.input_convention = input_convention
         self.width = float(width)
         self.batch_norm = bool(batch_norm)
+        self.channels = tuple(int(c) for c in channels)  # zf5's explicit conv widths; () = from width
         self.head = head  # the ImageNet classifier after the cut, only when asked for
         self.trunk.to(memory_format=torch.channels_last)
         self.ops = layer_ops(trunk)
@@ -326,6 +328,7 @@ class Backbone(nn.Module):
         return {
             "backbone": self.name,
             "width": self.width,
+            **({"channels": list(self.channels)} if self.channels else {}),
             "batch_norm": self.batch_norm,
             "out_channels": self.out_channels,
             "stride": self.stride,
@@ -448,8 +451,29 @@ class _WithinChannelLRNFunction(torch.autograd.Function):
 _ZF5_CONVS = (("conv1", 96, 7, 2, 1), ("conv2", 256, 5, 2, 0), ("conv3", 384, 3, 1, 1), ("conv4", 384, 3, 1, 1), ("conv5", 256, 3, 1, 1))
 
 
-def zf5_trunk(width: float = 1.0, batch_norm: bool = False) -> tuple[nn.Sequential, int]:
-    """ZF-5 conv1..conv5 (after ReLU); ``width`` multiplies every layer's channels.
+def zf5_channels(width: float = 1.0, channels=()) -> tuple[int, ...]:
+    """Output channels of ZF-5's conv1..conv5: ``channels`` when given, else the paper's times ``width``.
+
+    ``channels`` gives every layer's width at once (e.g. a net wider at the top than at the
+    bottom, where the pixels are many and a channel costs most), so ``width`` must then stay 1.0.
+    """
+    if not (0 < width <= 4):
+        raise ConfigError(f"backbone.width must be in (0, 4], got {width}")
+    if len(channels) == 0:
+        return tuple(max(1, int(round(c * width))) for _, c, *_ in _ZF5_CONVS)
+    if len(channels) != len(_ZF5_CONVS) or any(int(c) != c or c < 1 for c in channels):
+        raise ConfigError(f"backbone.channels must be 5 positive integers (conv1..conv5), got {list(channels)}")
+    if width != 1.0:
+        raise ConfigError(
+            f"backbone.channels ({list(channels)}) gives every conv's width, so backbone.width must stay 1.0 "
+            f"(it is {width}); set one of the two"
+        )
+    return tuple(int(c) for c in channels)
+
+
+def zf5_trunk(width: float = 1.0, batch_norm: bool = False, channels=()) -> tuple[nn.Sequential, int]:
+    """ZF-5 conv1..conv5 (after ReLU); ``width`` multiplies every layer's channels, or
+    ``channels`` gives them (see :func:`zf5_channels`).
 
     Returns ``(trunk, out_channels)``. Layer names follow the released prototxt (``conv1``,
     ``norm1``, ``pool1``...), so state_dict keys read ``conv1.weight``. Kaiming init (fan-in,
@@ -461,12 +485,10 @@ def zf5_trunk(width: float = 1.0, batch_norm: bool = False) -> tuple[nn.Sequenti
     of 1 on BatchNorm's unit-scale ones (measured on the demo's trained net), while costing 30% of
     a CPU training step. Neither has weights, so saved backbones load either way.
     """
-    if not (0 < width <= 4):
-        raise ConfigError(f"backbone.width must be in (0, 4], got {width}")
+    widths = zf5_channels(width, channels)
     layers: list[tuple[str, nn.Module]] = []
     c_in = 3
-    for name, c_out, k, s, p in _ZF5_CONVS:
-        c_out = max(1, int(round(c_out * width)))
+    for (name, _, k, s, p), c_out in zip(_ZF5_CONVS, widths, strict=True):
         conv = nn.Conv2d(c_in, c_out, k, stride=s, padding=p)
         nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
         nn.init.zeros_(conv.bias)
@@ -613,6 +635,7 @@ def build_backbone(
     width: float = 1.0,
     keep_classifier: bool = False,
     batch_norm: bool = False,
+    channels=(),
 ) -> Backbone:
     """Build a backbone by name and load its weights (on the CPU, in eval mode).
 
@@ -620,7 +643,8 @@ def build_backbone(
     | a run folder. ``input_convention``: ``auto`` (per weight source: torchvision's for
     ``imagenet`` and ``none``, the stored one for a file this project wrote, ``caffe`` for a
     file whose name says caffe, else torchvision's) or a name in :data:`CONVENTIONS`.
-    ``width``: ZF-5's channel multiplier (1.0 = the paper's ZF-5); ``batch_norm``: ZF-5 with
+    ``width``: ZF-5's channel multiplier (1.0 = the paper's ZF-5); ``channels``: ZF-5's five
+    conv widths given outright instead (:func:`zf5_channels`); ``batch_norm``: ZF-5 with
     BatchNorm after each conv (see :func:`zf5_trunk`). ``keep_classifier``: also
     keep the torchvision model's ImageNet classifier after the cut (:meth:`Backbone.classify`).
     """
@@ -628,6 +652,11 @@ def build_backbone(
         raise ConfigError(f"backbone.name: unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
     if name != "zf5" and width != 1.0:
         raise ConfigError(f"backbone.width applies to zf5 only; {name} has a fixed width (got width={width})")
+    if name != "zf5" and len(channels):
+        raise ConfigError(f"backbone.channels applies to zf5 only; {name} has fixed widths (got {list(channels)})")
+    channels = tuple(channels)
+    if name == "zf5":
+        zf5_channels(width, channels)  # a bad width or channel list fails here, before any file is read
     if name != "zf5" and batch_norm:
         raise ConfigError(f"backbone.batch_norm applies to zf5 only; {name} has its own layers")
     kind, path = resolve_weights(weights)
@@ -645,8 +674,13 @@ def build_backbone(
             if saved.get("backbone") != name:
                 raise ConfigError(f"{path}: holds a {saved.get('backbone')!r} backbone, but backbone.name is {name!r}")
             saved_width = float(saved.get("width", 1.0))
-            if name == "zf5" and saved_width != width:
-                raise ConfigError(f"{path}: holds a zf5 of width {saved_width}, but backbone.width is {width}")
+            saved_channels = tuple(saved.get("channels", ()))
+            if name == "zf5" and zf5_channels(saved_width, saved_channels) != zf5_channels(width, channels):
+                raise ConfigError(
+                    f"{path}: holds a zf5 with conv widths {list(zf5_channels(saved_width, saved_channels))} "
+                    f"(width {saved_width}), but backbone.width {width} and backbone.channels {list(channels)} "
+                    f"give {list(zf5_channels(width, channels))}"
+                )
             saved_bn = bool(saved.get("batch_norm", False))
             if name == "zf5" and saved_bn != batch_norm:
                 raise ConfigError(f"{path}: holds a zf5 with batch_norm={saved_bn}, but backbone.batch_norm is {batch_norm}")
@@ -663,18 +697,19 @@ def build_backbone(
     # same network, so caches keyed on the weights stay valid
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        trunk, channels, head = _build_trunk(name, kind, path, state, width, keep_classifier, batch_norm)
+        trunk, out_channels, head = _build_trunk(name, kind, path, state, width, keep_classifier, batch_norm, channels)
     if saved is not None:
         got = saved["state_dict"]
         expected = trunk.state_dict()
         check_state_dict(str(path), got, expected, {k for k in expected if not _is_optional(k)}, f"backbone {name}")
         trunk.load_state_dict(got, strict=False)
-    backbone = Backbone(name, trunk, channels, convention, head=head, width=width, batch_norm=batch_norm)
+    backbone = Backbone(name, trunk, out_channels, convention, head=head, width=width, batch_norm=batch_norm,
+                        channels=channels)
     return backbone.eval()
 
 
 def _build_trunk(name: str, kind: str, path: Path | None, state: dict | None, width: float, keep_classifier: bool,
-                 batch_norm: bool = False):
+                 batch_norm: bool = False, channels=()):
     """The trunk (and the ImageNet head when asked) with ``state`` loaded, if any."""
     if name == "zf5":
         if kind == "imagenet":
@@ -682,7 +717,7 @@ def _build_trunk(name: str, kind: str, path: Path | None, state: dict | None, wi
                 "backbone.weights: zf5 has no published ImageNet weights; use none, a run folder "
                 "pretrained with 'spp-detect pretrain', or a state_dict file"
             )
-        trunk, channels = zf5_trunk(width, batch_norm)
+        trunk, channels = zf5_trunk(width, batch_norm, channels)
         head = None
         if state is not None:
             expected = trunk.state_dict()

@@ -74,6 +74,8 @@ class BackboneConfig:
     input_convention: str = "auto"  # auto | torchvision | caffe: how pixels are normalised
     # (also "released": the SPP-net code's BGR 0..255 minus 128; auto picks per weight source)
     width: float = 1.0  # zf5 only: channel multiplier (0.25 -> 24..64 channels, for CPU demos); 1.0 = the paper's ZF-5
+    channels: tuple[int, ...] = ()  # zf5 only: conv1..conv5 output channels given outright, e.g. wider at
+    #   the top than width allows; () = the paper's times width (which must then stay 1.0)
     batch_norm: bool = False  # zf5 only: BatchNorm after each conv, and no LRN (not the paper's; trains from scratch much faster)
 
 

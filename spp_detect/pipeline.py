@@ -58,7 +58,8 @@ def load_backbone(cfg: PipelineConfig, run: Path):
     from .backbones import build_backbone
 
     b = cfg.backbone
-    return build_backbone(b.name, resolve_weights(cfg, run), b.input_convention, width=b.width, batch_norm=b.batch_norm)
+    return build_backbone(b.name, resolve_weights(cfg, run), b.input_convention, width=b.width, batch_norm=b.batch_norm,
+                          channels=b.channels)
 
 
 def backbone_fingerprint(backbone) -> str:

@@ -655,6 +655,7 @@ def pretrain_stamp(cfg, train: CropSource, val: CropSource) -> dict:
         "backbone": b.name,
         "init_weights": _init_weights(b.weights),
         "width": b.width,
+        **({"channels": list(b.channels)} if b.channels else {}),  # absent when unset: older stamps still match
         "batch_norm": b.batch_norm,
         "input_convention": b.input_convention,
         **{f"pretrain.{k}": (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
@@ -753,7 +754,8 @@ def run_pretrain(cfg, run: Path, train_ds, val_ds=None, overwrite: bool = False)
         (out_dir / "checkpoint.pt").unlink()
 
     b = cfg.backbone
-    backbone = build_backbone(b.name, _init_weights(b.weights), b.input_convention, width=b.width, batch_norm=b.batch_norm)
+    backbone = build_backbone(b.name, _init_weights(b.weights), b.input_convention, width=b.width, batch_norm=b.batch_norm,
+                              channels=b.channels)
     p = cfg.pretrain
     device = _resolve_device(p.device)
     task = None

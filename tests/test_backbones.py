@@ -163,6 +163,38 @@ def test_zf5_width_keeps_the_geometry(backbones):
         build_backbone("alexnet", width=0.5)
 
 
+def test_zf5_channels_given_outright():
+    wide_top = build_backbone("zf5", channels=(24, 64, 192, 192, 128), batch_norm=True)
+    convs = [m.out_channels for m in wide_top.trunk if isinstance(m, nn.Conv2d)]
+    assert convs == [24, 64, 192, 192, 128] and wide_top.out_channels == 128
+    assert (wide_top.stride, wide_top.offset, wide_top.receptive_field) == (16, 20.0, 139)
+    assert wide_top.describe()["channels"] == [24, 64, 192, 192, 128]
+    assert "channels" not in build_backbone("zf5", width=0.25).describe()  # older saved backbones look the same
+    # the same widths as width 0.25 build the same network
+    same = build_backbone("zf5", channels=(24, 64, 96, 96, 64))
+    assert same.trunk.state_dict().keys() == build_backbone("zf5", width=0.25).trunk.state_dict().keys()
+    with pytest.raises(ConfigError, match=r"backbone.width must stay 1.0 \(it is 0.25\)"):
+        build_backbone("zf5", width=0.25, channels=(24, 64, 192, 192, 128))
+    with pytest.raises(ConfigError, match="5 positive integers"):
+        build_backbone("zf5", channels=(24, 64, 192))
+    with pytest.raises(ConfigError, match="5 positive integers"):
+        build_backbone("zf5", channels=(24, 64, 0, 96, 64))
+    with pytest.raises(ConfigError, match="channels applies to zf5 only"):
+        build_backbone("alexnet", channels=(24, 64, 96, 96, 64))
+
+
+def test_saved_zf5_checked_by_its_conv_widths(tmp_path):
+    path = tmp_path / "wide.pt"
+    save_backbone(build_backbone("zf5", channels=(24, 64, 192, 192, 128)), path)
+    assert build_backbone("zf5", path, channels=(24, 64, 192, 192, 128)).out_channels == 128
+    with pytest.raises(ConfigError, match=r"conv widths \[24, 64, 192, 192, 128\].*give \[24, 64, 96, 96, 64\]"):
+        build_backbone("zf5", path, width=0.25)
+    # a width-0.25 backbone loads when the same widths are given as channels
+    narrow = tmp_path / "narrow.pt"
+    save_backbone(build_backbone("zf5", width=0.25), narrow)
+    assert build_backbone("zf5", narrow, channels=(24, 64, 96, 96, 64)).out_channels == 64
+
+
 def test_within_channel_lrn_matches_caffe_formula():
     x = torch.randn(1, 2, 5, 6) * 30
     lrn = WithinChannelLRN(3, 5e-5, 0.75)

@@ -241,3 +241,17 @@ def test_distractor_classes_need_distractors(voc, tmp_path):
                                       "--set", "pretrain.distractor_classes=true"])
     assert result.exit_code == 1 and "pretrain.distractor_classes" in result.output and "no distractors" in result.output
     assert not (tmp_path / "r" / "pretrain" / "backbone.pt").exists()
+
+
+def test_pretrain_stamp_names_explicit_channels_only_when_set():
+    # backbones pretrained before backbone.channels existed keep their stamp
+    from types import SimpleNamespace
+
+    from spp_detect.config import load_config
+    from spp_detect.pretrain import pretrain_stamp
+
+    src = SimpleNamespace(name="synth", split="train", fingerprint="f")
+    plain = pretrain_stamp(load_config(None, ["backbone.width=0.25"]), src, src)
+    wide = pretrain_stamp(load_config(None, ["backbone.channels=24,64,192,192,128"]), src, src)
+    assert "channels" not in plain
+    assert wide["channels"] == [24, 64, 192, 192, 128]
