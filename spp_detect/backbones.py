@@ -451,7 +451,7 @@ class _WithinChannelLRNFunction(torch.autograd.Function):
 _ZF5_CONVS = (("conv1", 96, 7, 2, 1), ("conv2", 256, 5, 2, 0), ("conv3", 384, 3, 1, 1), ("conv4", 384, 3, 1, 1), ("conv5", 256, 3, 1, 1))
 
 
-def zf5_channels(width: float = 1.0, channels=()) -> tuple[int, ...]:
+def zf5_channels(width: float = 1.0, channels: tuple[int, ...] = ()) -> tuple[int, ...]:
     """Output channels of ZF-5's conv1..conv5: ``channels`` when given, else the paper's times ``width``.
 
     ``channels`` gives every layer's width at once (e.g. a net wider at the top than at the
@@ -471,7 +471,7 @@ def zf5_channels(width: float = 1.0, channels=()) -> tuple[int, ...]:
     return tuple(int(c) for c in channels)
 
 
-def zf5_trunk(width: float = 1.0, batch_norm: bool = False, channels=()) -> tuple[nn.Sequential, int]:
+def zf5_trunk(width: float = 1.0, batch_norm: bool = False, channels: tuple[int, ...] = ()) -> tuple[nn.Sequential, int]:
     """ZF-5 conv1..conv5 (after ReLU); ``width`` multiplies every layer's channels, or
     ``channels`` gives them (see :func:`zf5_channels`).
 
@@ -635,7 +635,7 @@ def build_backbone(
     width: float = 1.0,
     keep_classifier: bool = False,
     batch_norm: bool = False,
-    channels=(),
+    channels: tuple[int, ...] = (),
 ) -> Backbone:
     """Build a backbone by name and load its weights (on the CPU, in eval mode).
 
@@ -674,13 +674,14 @@ def build_backbone(
             if saved.get("backbone") != name:
                 raise ConfigError(f"{path}: holds a {saved.get('backbone')!r} backbone, but backbone.name is {name!r}")
             saved_width = float(saved.get("width", 1.0))
-            saved_channels = tuple(saved.get("channels", ()))
-            if name == "zf5" and zf5_channels(saved_width, saved_channels) != zf5_channels(width, channels):
-                raise ConfigError(
-                    f"{path}: holds a zf5 with conv widths {list(zf5_channels(saved_width, saved_channels))} "
-                    f"(width {saved_width}), but backbone.width {width} and backbone.channels {list(channels)} "
-                    f"give {list(zf5_channels(width, channels))}"
-                )
+            if name == "zf5":
+                have = zf5_channels(saved_width, tuple(saved.get("channels", ())))
+                want = zf5_channels(width, channels)
+                if have != want:
+                    raise ConfigError(
+                        f"{path}: holds a zf5 with conv widths {list(have)} (width {saved_width}), but "
+                        f"backbone.width {width} and backbone.channels {list(channels)} give {list(want)}"
+                    )
             saved_bn = bool(saved.get("batch_norm", False))
             if name == "zf5" and saved_bn != batch_norm:
                 raise ConfigError(f"{path}: holds a zf5 with batch_norm={saved_bn}, but backbone.batch_norm is {batch_norm}")
@@ -709,7 +710,7 @@ def build_backbone(
 
 
 def _build_trunk(name: str, kind: str, path: Path | None, state: dict | None, width: float, keep_classifier: bool,
-                 batch_norm: bool = False, channels=()):
+                 batch_norm: bool = False, channels: tuple[int, ...] = ()):
     """The trunk (and the ImageNet head when asked) with ``state`` loaded, if any."""
     if name == "zf5":
         if kind == "imagenet":
