@@ -655,8 +655,8 @@ def build_backbone(
     if name != "zf5" and len(channels):
         raise ConfigError(f"backbone.channels applies to zf5 only; {name} has fixed widths (got {list(channels)})")
     channels = tuple(channels)
-    if name == "zf5":
-        zf5_channels(width, channels)  # a bad width or channel list fails here, before any file is read
+    # a bad width or channel list fails here, before any file is read
+    widths = zf5_channels(width, channels) if name == "zf5" else None
     if name != "zf5" and batch_norm:
         raise ConfigError(f"backbone.batch_norm applies to zf5 only; {name} has its own layers")
     kind, path = resolve_weights(weights)
@@ -676,11 +676,10 @@ def build_backbone(
             saved_width = float(saved.get("width", 1.0))
             if name == "zf5":
                 have = zf5_channels(saved_width, tuple(saved.get("channels", ())))
-                want = zf5_channels(width, channels)
-                if have != want:
+                if have != widths:
                     raise ConfigError(
                         f"{path}: holds a zf5 with conv widths {list(have)} (width {saved_width}), but "
-                        f"backbone.width {width} and backbone.channels {list(channels)} give {list(want)}"
+                        f"backbone.width {width} and backbone.channels {list(channels)} give {list(widths)}"
                     )
             saved_bn = bool(saved.get("batch_norm", False))
             if name == "zf5" and saved_bn != batch_norm:
@@ -707,6 +706,12 @@ def build_backbone(
     backbone = Backbone(name, trunk, out_channels, convention, head=head, width=width, batch_norm=batch_norm,
                         channels=channels)
     return backbone.eval()
+
+
+def backbone_from_config(b, weights) -> Backbone:
+    """:func:`build_backbone` with a :class:`~spp_detect.config.BackboneConfig`'s settings and
+    ``weights`` resolved by the caller (a run's pretrained backbone or the configured source)."""
+    return build_backbone(b.name, weights, b.input_convention, width=b.width, batch_norm=b.batch_norm, channels=b.channels)
 
 
 def _build_trunk(name: str, kind: str, path: Path | None, state: dict | None, width: float, keep_classifier: bool,

@@ -55,11 +55,9 @@ def resolve_weights(cfg: PipelineConfig, run: Path) -> str:
 
 
 def load_backbone(cfg: PipelineConfig, run: Path):
-    from .backbones import build_backbone
+    from .backbones import backbone_from_config
 
-    b = cfg.backbone
-    return build_backbone(b.name, resolve_weights(cfg, run), b.input_convention, width=b.width, batch_norm=b.batch_norm,
-                          channels=b.channels)
+    return backbone_from_config(cfg.backbone, resolve_weights(cfg, run))
 
 
 def backbone_fingerprint(backbone) -> str:

@@ -705,7 +705,7 @@ def run_pretrain(cfg, run: Path, train_ds, val_ds=None, overwrite: bool = False)
     the same stamp is kept (``{"skipped": True}``); one made otherwise is replaced only with
     ``overwrite``.
     """
-    from .backbones import build_backbone
+    from .backbones import backbone_from_config
 
     run = Path(run)
     out_dir = run / "pretrain"
@@ -753,9 +753,7 @@ def run_pretrain(cfg, run: Path, train_ds, val_ds=None, overwrite: bool = False)
     elif overwrite and (out_dir / "checkpoint.pt").is_file():
         (out_dir / "checkpoint.pt").unlink()
 
-    b = cfg.backbone
-    backbone = build_backbone(b.name, _init_weights(b.weights), b.input_convention, width=b.width, batch_norm=b.batch_norm,
-                              channels=b.channels)
+    backbone = backbone_from_config(cfg.backbone, _init_weights(cfg.backbone.weights))
     p = cfg.pretrain
     device = _resolve_device(p.device)
     task = None
