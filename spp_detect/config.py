@@ -169,7 +169,12 @@ class SvmConfig:
     hard_threshold: float = -1.0001  # after the first image, negatives scoring above are added
     evict_threshold: float = -1.2  # after each retrain, cached negatives scoring below are dropped
     retrain_every: int = 2000  # retrain when this many new negatives have been added
+    max_negatives: int = 20000  # per class, cached negatives kept after a retrain (the hardest);
+    #   with retrain_every this bounds the caches' memory (spp_detect/svm.py)
+    memory_mb: int = 4096  # RAM for the fits running at once (liblinear copies its rows: about
+    #   36 bytes per non-zero feature value); a fit larger than this runs alone
     workers: int = 0  # classes trained in parallel processes; 0 = all cores
+    device: str = "auto"  # auto | cpu | cuda: where features are pooled and fc7 computed (liblinear: CPU)
     seed: int = 0
 
 

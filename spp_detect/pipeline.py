@@ -39,13 +39,16 @@ def proposals_path(run: Path, split: str) -> Path:
     return Path(run) / "proposals" / f"{split}.h5"
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, option: str = "extract.device") -> str:
+    """``auto`` -> cuda when there is one, else cpu; ``option`` names the setting in errors."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"{option}: unknown device {device!r}; use auto, cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("extract.device: 'cuda' was asked for but no CUDA device is available; use auto or cpu")
+        raise ConfigError(f"{option}: 'cuda' was asked for but no CUDA device is available; use auto or cpu")
     return device
 
 
@@ -220,14 +223,19 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     return summary
 
 
-def feature_provider(cfg: PipelineConfig, run: Path, cache, kind: str):
+def feature_provider(cfg: PipelineConfig, run: Path, cache, kind: str, device: str = "cpu"):
     from .head import load_head
     from .scoring import FeatureProvider
 
     if kind == "fc7":
         head, meta = load_head(models_dir(run) / "head.pt")
-        return FeatureProvider("fc7", cache, head, meta, cfg.extract.norm_target), config_hash(meta["stamp"], meta["fc7_norm_mean"])
-    return FeatureProvider("pool", cache, target=cfg.extract.norm_target), "pool"
+        provider = FeatureProvider("fc7", cache, head, meta, cfg.extract.norm_target, device=device)
+        return provider, config_hash(meta["stamp"], meta["fc7_norm_mean"])
+    return FeatureProvider("pool", cache, target=cfg.extract.norm_target, device=device), "pool"
+
+
+SVM_FORMAT = "spp-detect/svm"
+SVM_VERSION = 2  # 2: positives gathered before mining, capped caches (version 1 streamed positives in)
 
 
 def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False) -> dict:
@@ -239,46 +247,69 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
 
     from .io_utils import atomic_path, open_h5_checked, write_stamp
     from .progress import progress
-    from .svm import SvmImage, train_svms, window_keys
+    from .svm import SvmImage, gather_positives, train_svms, window_keys
     from .windows import usable_gt
 
     s = cfg.svm
     out = models_dir(run) / "svm.h5"
     cache = open_features(run, train_ds)
-    provider, head_key = feature_provider(cfg, run, cache, s.features)
-    stamp = {"features": feature_key(cache), "head": head_key, "svm": config_hash(replace(s, workers=0))}
+    device = resolve_device(s.device, "svm.device")
+    provider, head_key = feature_provider(cfg, run, cache, s.features, device)
+    # where it runs and how much RAM it may take do not change the SVMs: left out of the stamp
+    stamp = {"features": feature_key(cache), "head": head_key,
+             "svm": config_hash(replace(s, workers=0, memory_mb=0, device=""))}
     if out.exists() and not overwrite:
-        open_h5_checked(out, "spp-detect/svm", 1, stamp, remedy="pass --overwrite to train again").close()
+        open_h5_checked(out, SVM_FORMAT, SVM_VERSION, stamp, remedy="pass --overwrite to train again").close()
         return {"skipped": True, "path": str(out)}
 
-    def images():
-        for image_id in progress(cache.image_ids, desc="train-svm", unit="img"):
-            record = train_ds.record(image_id)
+    def labelled(image_id):
+        gt_boxes, gt_labels = usable_gt(train_ds.record(image_id))
+        return gt_boxes, np.asarray(gt_labels)
+
+    def positives():
+        # every ground-truth window of every image, before mining (R-CNN's positive pool)
+        for image_id in progress(cache.image_ids, desc="train-svm positives", unit="img"):
             win = cache.windows(image_id)
-            pooled = provider.pooled(image_id, windows=win)
-            feats = provider.from_pooled(pooled)
+            _, gt_labels = labelled(image_id)
+            if win.n_gt == 0:
+                continue
+            feats = provider.from_pooled(provider.pooled(image_id, np.arange(win.n_gt), windows=win))
+            yield feats, gt_labels[: win.n_gt]
+
+    def images():
+        for image_id in progress(cache.image_ids, desc="train-svm mining", unit="img"):
+            win = cache.windows(image_id)
             best = win.best_scale
             keys = window_keys(win.rects[np.arange(len(best)), best], best)
-            gt_boxes, gt_labels = usable_gt(record)
-            labels = np.full(len(win.boxes), -1)
-            labels[: win.n_gt] = gt_labels[: win.n_gt]
-            yield SvmImage(image_id, feats.astype(np.float32), win.boxes, keys, labels, gt_boxes, gt_labels)
+            # proposals only (ground truth is never a negative), each conv5 window once: windows
+            # that project onto the same cells at the same scale have the same features
+            _, first = np.unique(keys[win.n_gt :], return_index=True)
+            idx = np.sort(first) + win.n_gt
+            feats = provider.from_pooled(provider.pooled(image_id, idx, windows=win))
+            gt_boxes, gt_labels = labelled(image_id)
+            yield SvmImage(image_id, feats.astype(np.float32, copy=False), win.boxes[idx], keys[idx],
+                           np.full(len(idx), -1), gt_boxes, gt_labels)
 
     workers = s.workers or os.cpu_count() or 1
-    w, b, logs = train_svms(
-        images(), len(train_ds.classes), provider.dim, C=s.C, positive_weight=s.positive_weight,
+    n_classes = len(train_ds.classes)
+    pos = gather_positives(positives(), n_classes, provider.dim)
+    w, b, logs, memory = train_svms(
+        pos, images(), provider.dim, C=s.C, positive_weight=s.positive_weight,
         bias_feature=s.bias_feature, negative_iou=s.negative_iou, hard_threshold=s.hard_threshold,
-        evict_threshold=s.evict_threshold, retrain_every=s.retrain_every, workers=workers, seed=s.seed,
+        evict_threshold=s.evict_threshold, retrain_every=s.retrain_every, max_negatives=s.max_negatives,
+        fit_memory_bytes=s.memory_mb << 20, workers=workers, seed=s.seed,
     )
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
-            write_stamp(h5, "spp-detect/svm", 1, stamp)
+            write_stamp(h5, SVM_FORMAT, SVM_VERSION, stamp)
             h5.attrs["features"] = s.features
             h5.attrs["classes"] = json.dumps(list(train_ds.classes))
             h5.attrs["logs"] = json.dumps(logs)
+            h5.attrs["memory"] = json.dumps(memory)
             h5.create_dataset("weights", data=w)
             h5.create_dataset("bias", data=b)
-    return {"path": str(out), "retrains": [len(x) for x in logs], "final": [x[-1] for x in logs]}
+    return {"path": str(out), "retrains": [len(x) for x in logs], "final": [x[-1] if x else {} for x in logs],
+            **memory}
 
 
 def load_svms(run: Path):
@@ -286,7 +317,7 @@ def load_svms(run: Path):
 
     from .io_utils import open_h5_checked
 
-    with open_h5_checked(models_dir(run) / "svm.h5", "spp-detect/svm", 1, remedy="run 'spp-detect train-svm'") as h5:
+    with open_h5_checked(models_dir(run) / "svm.h5", SVM_FORMAT, SVM_VERSION, remedy="run 'spp-detect train-svm'") as h5:
         return h5["weights"][()], h5["bias"][()], str(h5.attrs["features"]), json.loads(h5.attrs["classes"])
 
 

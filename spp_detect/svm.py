@@ -1,11 +1,14 @@
 """Linear SVMs with hard-negative mining, one per class (PAPER.md, "Linear SVMs").
 
-The mining loop is R-CNN's, as the released SPP code runs it:
+The mining is R-CNN's (rcnn_train.m), as the released SPP code runs it:
 
-- positives: the class's ground-truth boxes; negatives: windows whose IoU with every
-  ground-truth box of the class is below ``negative_iou`` (0.3);
-- one pass over the training images: the first image contributes all its negatives, later
-  images only the hard ones (score > ``hard_threshold``, -1.0001, under the current model);
+- positives first: the ground-truth boxes of ALL training images are gathered before mining
+  (:func:`gather_positives`), so every model, from the first retrain on, sees every positive
+  of its class; negatives: windows whose IoU with every ground-truth box of the class is below
+  ``negative_iou`` (0.3);
+- one pass over the training images: the first image contributes all its negatives and every
+  class is trained right after it; later images only the hard ones (score > ``hard_threshold``,
+  -1.0001, under the current model);
 - retrain when more than ``retrain_every`` (2,000) new negatives have come in, and at the
   end; after each retrain, cached negatives scoring below ``evict_threshold`` (-1.2) are
   dropped. A window seen twice in an image (same conv5 rectangle at the same scale) counts
@@ -14,37 +17,46 @@ The mining loop is R-CNN's, as the released SPP code runs it:
 Solver: scikit-learn's ``LinearSVC`` (liblinear, L2-regularised hinge loss solved in the dual,
 ``loss="hinge"``), ``C`` = 0.001, positive-class weight 2, and liblinear's bias feature of value
 10 (``intercept_scaling``: the learned bias weight times 10 is the final bias, and it is
-regularised, exactly as the released code's liblinear call). Features arrive norm-scaled. A fit
-that reaches liblinear's iteration cap (:data:`MAX_ITER`) is logged as a warning naming the class
-and the retrain, and recorded (``converged``) in that class's retrain log.
+regularised, exactly as the released code's liblinear call). Features arrive norm-scaled. As
+R-CNN does, liblinear gets a SPARSE matrix (positives first, then negatives): post-ReLU features
+are mostly zeros, and liblinear's memory and time follow the non-zeros. A fit that reaches
+liblinear's iteration cap (:data:`MAX_ITER`) is logged as a warning naming the class and the
+retrain, and recorded (``converged``) in that class's retrain log.
 
-Features are streamed image by image; the trainer holds only positives and the hard-negative
-caches. Retraining of the classes that need it runs in parallel worker processes.
+Memory is bounded by design (see :class:`HardNegativeTrainer`): caches are sparse float16 rows
+shared by the classes, each class's cache is capped, and fits run in parallel only as far as a
+memory budget allows.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .sparse_rows import CompactRows, SparseRows
+
 log = logging.getLogger(__name__)
 
 MAX_ITER = 10000  # liblinear's iteration cap per fit; reaching it means the fit did not converge
+# bytes a fit takes per non-zero of its rows: liblinear's own copy (16: an int index and a double
+# per value), the float64 CSR it is handed (12), the compact rows received by the worker (4) and
+# the parent's pickled copy while the fit runs (4)
+FIT_BYTES_PER_NONZERO = 36
 
 
 @dataclass
 class SvmImage:
-    """One training image as the miner sees it.
+    """One training image as the miner sees it (mining pass: its negatives).
 
     ``features``: (N, D) float32, norm-scaled; ``boxes``: (N, 4) internal convention (0-based
     inclusive pixels); ``keys``: (N,) int64 identifying each window's conv5 rectangle and scale
     within the image (duplicates share a key; the trainer scopes keys by ``image_id``);
-    ``window_labels``: (N,) int, the class of a window that IS a ground-truth box (a positive),
-    -1 for proposals; ``gt_boxes``/``gt_labels``: the image's ground truth, to find negatives.
+    ``window_labels``: (N,) int, the class of a window that IS a ground-truth box, -1 for
+    proposals (ground-truth windows are never negatives; the positives were gathered before
+    mining); ``gt_boxes``/``gt_labels``: the image's ground truth, to find negatives.
     """
 
     image_id: str
@@ -56,23 +68,26 @@ class SvmImage:
     gt_labels: np.ndarray
 
 
-def _fit(x_pos: np.ndarray, x_neg: np.ndarray, c: float, positive_weight: float, bias_feature: float, seed: int):
-    """Train one linear SVM; returns (w (D,), b, objective, converged)."""
+def _fit(x, y: np.ndarray, c: float, positive_weight: float, bias_feature: float, seed: int):
+    """Train one linear SVM on rows ``x`` (dense array or scipy CSR) with labels ``y`` (+1 / -1).
+
+    Returns ``(w (D,) float32, b, objective, converged)``.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import LinearSVC
 
-    x = np.concatenate([x_pos, x_neg]).astype(np.float64)
-    y = np.concatenate([np.ones(len(x_pos)), -np.ones(len(x_neg))])
-    if len(x_pos) == 0 or len(x_neg) == 0:
+    n_pos, n_neg = int((y > 0).sum()), int((y < 0).sum())
+    if n_pos == 0 or n_neg == 0:
         # nothing to separate: score everything as the class that exists (or nothing)
-        return np.zeros(x.shape[1], np.float32), (1.0 if len(x_neg) == 0 else -1.0), 0.0, True
+        return np.zeros(x.shape[1], np.float32), (1.0 if n_neg == 0 else -1.0), 0.0, True
+    if not hasattr(x, "tocsr"):
+        x = np.asarray(x, np.float64)
     svm = LinearSVC(
         C=c, loss="hinge", dual=True, class_weight={1: positive_weight, -1: 1.0},
         fit_intercept=True, intercept_scaling=bias_feature, max_iter=MAX_ITER, tol=1e-4, random_state=seed,
     )
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
     # liblinear's own warning would come from a worker process with no class or retrain named;
     # the caller logs one that does (and records it in the SVM's retrain log)
     with warnings.catch_warnings():
@@ -82,52 +97,68 @@ def _fit(x_pos: np.ndarray, x_neg: np.ndarray, c: float, positive_weight: float,
     w = svm.coef_[0]
     b = float(svm.intercept_[0])
     # primal objective, as liblinear minimises it (bias feature included in the norm)
-    margins = y * (x @ w + b)
+    margins = y * (np.asarray(x @ w).ravel() + b)
     weights = np.where(y > 0, positive_weight, 1.0)
     hinge = np.maximum(0.0, 1.0 - margins)
     objective = 0.5 * (w @ w + (b / bias_feature) ** 2) + c * float((weights * hinge).sum())
     return w.astype(np.float32), b, objective, converged
 
 
-def _fit_task(args):
-    return _fit(*args)
+def _fit_task(pos: CompactRows, neg: CompactRows, c: float, positive_weight: float, bias_feature: float, seed: int):
+    """A fit as a worker runs it: positives first, then negatives (R-CNN's order), as CSR."""
+    import scipy.sparse as sp
+
+    x = sp.vstack([pos.to_csr(), neg.to_csr()], format="csr")
+    y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
+    return _fit(x, y, c, positive_weight, bias_feature, seed)
+
+
+def fit_bytes(pos: CompactRows, neg: CompactRows) -> int:
+    """Memory one fit takes (see :data:`FIT_BYTES_PER_NONZERO`)."""
+    return FIT_BYTES_PER_NONZERO * (pos.nnz + neg.nnz + 2 * (len(pos) + len(neg)))
 
 
 @dataclass
 class ClassState:
-    """Mining state of one class: model, positives, the hard-negative cache."""
+    """Mining state of one class: model, positives, the hard-negative cache (ids into the store)."""
 
     label: int
     w: np.ndarray
-    b: float = 0.0
-    positives: list[np.ndarray] = field(default_factory=list)
-    neg_features: np.ndarray | None = None
-    neg_keys: set = field(default_factory=set)  # (image ordinal, window key) of cached negatives
-    neg_key_array: np.ndarray | None = None  # (N, 2) int64: the same pairs, row-aligned with neg_features
+    b: float = -1.0
+    positives: CompactRows | None = None
+    neg_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     new_since_retrain: int = 0
     retrains: int = 0
     log: list[dict] = field(default_factory=list)
 
-    def add_negatives(self, feats: np.ndarray, keys: np.ndarray, image: int) -> int:
-        """Cache the windows of image ordinal ``image`` not cached yet; returns how many were new."""
-        fresh = [i for i, k in enumerate(keys.tolist()) if (image, k) not in self.neg_keys]
-        if not fresh:
-            return 0
-        self.neg_keys.update((image, k) for k in keys[fresh].tolist())
-        f = feats[fresh].astype(np.float16)  # half precision: the cache is what costs memory
-        k = np.stack([np.full(len(fresh), image, np.int64), np.asarray(keys, np.int64)[fresh]], 1)
-        self.neg_features = f if self.neg_features is None else np.concatenate([self.neg_features, f])
-        self.neg_key_array = k if self.neg_key_array is None else np.concatenate([self.neg_key_array, k])
-        self.new_since_retrain += len(fresh)
-        return len(fresh)
+    @property
+    def n_positives(self) -> int:
+        return 0 if self.positives is None else len(self.positives)
 
 
 class HardNegativeTrainer:
-    """Trains one SVM per class over a stream of :class:`SvmImage` (see the module docstring)."""
+    """Trains one SVM per class: positives given up front, then a stream of images to mine.
+
+    ``positives``: per class, the feature rows (dense (P, D) arrays or :class:`CompactRows`) of
+    every ground-truth box of the class in the training set. A class without positives is not
+    trained (w = 0, b = -1: it never fires) and caches nothing.
+
+    Memory is bounded by design:
+
+    - negatives live in one :class:`SparseRows` store shared by the classes (a window cached by
+      several classes is stored once), 4 bytes per non-zero;
+    - each class holds at most ``max_negatives`` negatives after a retrain (the easiest are
+      evicted first, after the -1.2 rule), and at most ``retrain_every`` plus one image's windows
+      more before its next retrain; so the store never holds more than
+      ``K * (max_negatives + retrain_every + windows per image)`` rows;
+    - fits run in ``workers`` processes, but only as many at once as fit in
+      ``fit_memory_bytes`` (:func:`fit_bytes`; a fit larger than that runs alone), and each
+      class's rows are gathered only when its fit starts.
+    """
 
     def __init__(
         self,
-        n_classes: int,
+        positives: list,
         dim: int,
         C: float = 0.001,
         positive_weight: float = 2.0,
@@ -136,93 +167,203 @@ class HardNegativeTrainer:
         hard_threshold: float = -1.0001,
         evict_threshold: float = -1.2,
         retrain_every: int = 2000,
+        max_negatives: int = 20000,
+        fit_memory_bytes: int = 4 << 30,
         workers: int = 1,
         seed: int = 0,
     ):
-        self.states = [ClassState(label=c, w=np.zeros(dim, np.float32)) for c in range(n_classes)]
+        self.dim = dim
+        self.states = [ClassState(label=c, w=np.zeros(dim, np.float32)) for c in range(len(positives))]
+        for st, pos in zip(self.states, positives, strict=True):
+            if pos is not None and len(pos):
+                st.positives = pos if isinstance(pos, CompactRows) else CompactRows.from_dense(pos)
+        self.trained = [st for st in self.states if st.n_positives]
+        for st in self.states:
+            if not st.n_positives:
+                log.warning("class %d has no positive window: not trained (it never fires)", st.label)
         self.C, self.positive_weight, self.bias_feature = C, positive_weight, bias_feature
         self.negative_iou, self.hard_threshold, self.evict_threshold = negative_iou, hard_threshold, evict_threshold
-        self.retrain_every, self.workers, self.seed = retrain_every, max(1, workers), seed
-        self.first_image_done = [False] * n_classes
+        self.retrain_every, self.max_negatives = retrain_every, max_negatives
+        self.fit_memory_bytes, self.workers, self.seed = fit_memory_bytes, max(1, workers), seed
+        self.store = SparseRows(dim)
+        self._where: dict[tuple[int, int], int] = {}  # (image ordinal, window key) -> store id
+        self._key_of: dict[int, tuple[int, int]] = {}  # store id -> (image ordinal, window key)
+        self._members: list[set[int]] = [set() for _ in self.states]  # store ids each class caches
         self._image_ordinal: dict[str, int] = {}  # image id -> small int scoping its window keys
-        self._pool = ProcessPoolExecutor(self.workers) if self.workers > 1 else None
+        self.images_seen = 0
+        self.peak_store_rows = 0
+        self._pool = None
 
     # ------------------------------------------------------------------ mining
     def add_image(self, image: SvmImage) -> None:
         from .boxes import iou_matrix
 
-        feats = image.features
         ordinal = self._image_ordinal.setdefault(image.image_id, len(self._image_ordinal))
-        scores = feats @ np.stack([s.w for s in self.states], 1) + np.array([s.b for s in self.states], np.float32)
-        due = []
-        is_gt = image.window_labels >= 0
-        for st in self.states:
-            c = st.label
-            gt_c = image.gt_boxes[image.gt_labels == c]
-            mine = image.window_labels == c
-            if mine.any():
-                st.positives.append(feats[mine].astype(np.float32))
+        first = self.images_seen == 0
+        self.images_seen += 1
+        if not self.trained:
+            return
+        # a window seen twice in an image (same conv5 rectangle and scale) counts once
+        keys = np.asarray(image.keys, np.int64)
+        _, once = np.unique(keys, return_index=True)
+        candidate = np.zeros(len(keys), bool)
+        candidate[once] = True
+        candidate &= image.window_labels < 0  # ground-truth windows are positives, never negatives
+        feats = image.features
+        w = np.stack([st.w for st in self.trained], 1)
+        scores = feats @ w + np.array([st.b for st in self.trained], np.float32)
+        chosen: dict[int, np.ndarray] = {}
+        for j, st in enumerate(self.trained):
+            gt_c = image.gt_boxes[image.gt_labels == st.label]
             max_iou = iou_matrix(image.boxes, gt_c).max(1) if len(gt_c) else np.zeros(len(feats))
-            neg = (max_iou < self.negative_iou) & ~is_gt
-            if self.first_image_done[c]:
-                neg &= scores[:, c] > self.hard_threshold
-            self.first_image_done[c] = True
-            idx = np.nonzero(neg)[0]
-            if len(idx):
-                st.add_negatives(feats[idx], image.keys[idx], ordinal)
-            if st.new_since_retrain > self.retrain_every:
-                due.append(st)
+            neg = candidate & (max_iou < self.negative_iou)
+            if not first:
+                neg &= scores[:, j] > self.hard_threshold
+            chosen[st.label] = np.nonzero(neg)[0]
+        self._cache(ordinal, image, chosen)
+        due = self.trained if first else [st for st in self.trained if st.new_since_retrain > self.retrain_every]
         if due:
             self._retrain(due)
 
+    def _cache(self, ordinal: int, image: SvmImage, chosen: dict[int, np.ndarray]) -> None:
+        """Put the chosen windows into their classes' caches, storing each new window once."""
+        keys = np.asarray(image.keys, np.int64)
+        wanted = np.unique(np.concatenate(list(chosen.values()))) if chosen else np.zeros(0, np.int64)
+        missing = [i for i in wanted.tolist() if (ordinal, int(keys[i])) not in self._where]
+        if missing:
+            ids = self.store.add(image.features[missing])  # held once here until the classes take them
+            for i, sid in zip(missing, ids.tolist(), strict=True):
+                self._where[(ordinal, int(keys[i]))] = sid
+                self._key_of[sid] = (ordinal, int(keys[i]))
+        else:
+            ids = np.zeros(0, np.int64)
+        for label, idx in chosen.items():
+            st, members = self.states[label], self._members[label]
+            sids = [self._where[(ordinal, int(keys[i]))] for i in idx.tolist()]
+            fresh = np.array([s for s in sids if s not in members], np.int64)
+            if not len(fresh):
+                continue
+            self.store.retain(fresh)
+            members.update(fresh.tolist())
+            st.neg_ids = np.concatenate([st.neg_ids, fresh])
+            st.new_since_retrain += len(fresh)
+        if len(ids):
+            self._drop(self.store.release(ids))  # the hold taken above: rows no class took are gone
+        self.peak_store_rows = max(self.peak_store_rows, self.store.live_rows)
+
+    def _drop(self, gone: np.ndarray) -> None:
+        for sid in gone.tolist():
+            self._where.pop(self._key_of.pop(sid), None)
+
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """Final retrain of every class; returns ``(W (K, D), b (K,))``."""
-        self._retrain(self.states)
+        self._retrain(self.trained)
         if self._pool is not None:
             self._pool.shutdown()
+            self._pool = None
         return np.stack([s.w for s in self.states]), np.array([s.b for s in self.states], np.float32)
 
+    # ------------------------------------------------------------------ retraining
     def _retrain(self, states: list[ClassState]) -> None:
-        tasks = []
-        for st in states:
-            pos = np.concatenate(st.positives) if st.positives else np.zeros((0, len(st.w)), np.float32)
-            neg = st.neg_features.astype(np.float32) if st.neg_features is not None else np.zeros((0, len(st.w)), np.float32)
-            tasks.append((pos, neg, self.C, self.positive_weight, self.bias_feature, self.seed))
-        results = list(self._pool.map(_fit_task, tasks)) if self._pool is not None and len(tasks) > 1 else [_fit(*t) for t in tasks]
-        for st, (w, b, objective, converged), task in zip(states, results, tasks, strict=True):
-            st.w, st.b = w, b
-            st.retrains += 1
-            n_before = 0 if st.neg_features is None else len(st.neg_features)
-            if st.neg_features is not None and len(st.neg_features):
-                # evict easy negatives: they no longer shape the margin
-                s = st.neg_features.astype(np.float32) @ w + b
-                keep = s >= self.evict_threshold
-                st.neg_features = st.neg_features[keep]
-                dropped = st.neg_key_array[~keep]
-                st.neg_key_array = st.neg_key_array[keep]
-                st.neg_keys.difference_update(map(tuple, dropped.tolist()))
-            entry = {
-                "retrain": st.retrains, "positives": len(task[0]), "negatives": n_before,
-                "kept_negatives": 0 if st.neg_features is None else len(st.neg_features), "objective": objective,
-                "converged": converged,
-            }
-            st.log.append(entry)
-            log.info("class %d retrain %d: %d pos, %d neg cached (%d kept), objective %.4f",
-                     st.label, st.retrains, entry["positives"], n_before, entry["kept_negatives"], objective)
-            if not converged:
-                log.warning("class %d retrain %d: liblinear stopped at its %d-iteration cap before converging; "
-                            "this SVM (and the negatives it mines) may be poor: a smaller svm.C converges faster (now %g)",
-                            st.label, st.retrains, MAX_ITER, self.C)
-            st.new_since_retrain = 0
+        if self.workers == 1 or len(states) == 1:
+            for st in states:
+                pos, neg = st.positives, self.store.take(st.neg_ids)
+                self._apply(st, _fit_task(pos, neg, *self._solver_args()), len(neg))
+            return
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers)
+        queue, running, in_flight = list(states), {}, 0
+        while queue or running:
+            # start fits while they fit in the memory budget (always at least one)
+            while queue and len(running) < self.workers:
+                st = queue[0]
+                need = fit_bytes(st.positives, _Shape(self.store, st.neg_ids))
+                if running and in_flight + need > self.fit_memory_bytes:
+                    break
+                queue.pop(0)
+                neg = self.store.take(st.neg_ids)
+                fut = self._pool.submit(_fit_task, st.positives, neg, *self._solver_args())
+                running[fut] = (st, need, len(neg))
+                in_flight += need
+                del neg
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                st, need, n_neg = running.pop(fut)
+                in_flight -= need
+                self._apply(st, fut.result(), n_neg)
+
+    def _solver_args(self) -> tuple:
+        return self.C, self.positive_weight, self.bias_feature, self.seed
+
+    def _apply(self, st: ClassState, result: tuple, n_neg: int) -> None:
+        """Take a fit's model, then evict easy negatives (and the easiest beyond the cap)."""
+        w, b, objective, converged = result
+        st.w, st.b = w, b
+        st.retrains += 1
+        if len(st.neg_ids):
+            s = self.store.scores(st.neg_ids, w, b)
+            keep = s >= self.evict_threshold  # easy negatives no longer shape the margin
+            if keep.sum() > self.max_negatives:
+                keep[np.argsort(-np.where(keep, s, -np.inf), kind="stable")[self.max_negatives:]] = False
+            evicted = st.neg_ids[~keep]
+            st.neg_ids = st.neg_ids[keep]
+            self._members[st.label].difference_update(evicted.tolist())
+            self._drop(self.store.release(evicted))
+        entry = {
+            "retrain": st.retrains, "positives": st.n_positives, "negatives": n_neg,
+            "kept_negatives": len(st.neg_ids), "objective": objective, "converged": converged,
+        }
+        st.log.append(entry)
+        log.info("class %d retrain %d: %d pos, %d neg cached (%d kept), objective %.4f",
+                 st.label, st.retrains, entry["positives"], n_neg, entry["kept_negatives"], objective)
+        if not converged:
+            log.warning("class %d retrain %d: liblinear stopped at its %d-iteration cap before converging; "
+                        "this SVM (and the negatives it mines) may be poor: a smaller svm.C converges faster (now %g)",
+                        st.label, st.retrains, MAX_ITER, self.C)
+        st.new_since_retrain = 0
 
 
-def train_svms(images: Iterable[SvmImage], n_classes: int, dim: int, **kwargs) -> tuple[np.ndarray, np.ndarray, list[list[dict]]]:
-    """Run the mining over ``images``; returns ``(W (K, D), b (K,), per-class retrain logs)``."""
-    trainer = HardNegativeTrainer(n_classes, dim, **kwargs)
+class _Shape:
+    """Row and non-zero counts of some store rows, without gathering them (for :func:`fit_bytes`)."""
+
+    def __init__(self, store: SparseRows, ids: np.ndarray):
+        rows = store._row(ids)
+        self.nnz = int((store._indptr[rows + 1] - store._indptr[rows]).sum())
+        self._n = len(ids)
+
+    def __len__(self) -> int:
+        return self._n
+
+
+def gather_positives(windows: Iterable[tuple[np.ndarray, np.ndarray]], n_classes: int, dim: int) -> list[CompactRows]:
+    """Per class, the rows of its ground-truth windows, from ``(features (N, D), labels (N,))`` pairs.
+
+    The positives pass (R-CNN's get_positive_pool5_features): every class's positives are known
+    before mining starts, so no class mines with an untrained model.
+    """
+    parts: list[list[CompactRows]] = [[] for _ in range(n_classes)]
+    for feats, labels in windows:
+        for c in np.unique(labels):
+            if c >= n_classes:
+                raise ValueError(f"positive of class {c}, but there are only {n_classes} classes")
+            if c >= 0:
+                parts[int(c)].append(CompactRows.from_dense(feats[labels == c]))
+    return [CompactRows.concat(p, dim) for p in parts]
+
+
+def train_svms(positives: list, images: Iterable[SvmImage], dim: int, **kwargs) -> tuple[np.ndarray, np.ndarray, list[list[dict]], dict]:
+    """Mine over ``images`` with every class's ``positives`` known up front.
+
+    Returns ``(W (K, D), b (K,), per-class retrain logs, memory summary)``.
+    """
+    trainer = HardNegativeTrainer(positives, dim, **kwargs)
     for image in images:
         trainer.add_image(image)
     w, b = trainer.finish()
-    return w, b, [s.log for s in trainer.states]
+    summary = {"peak_cached_negatives": trainer.peak_store_rows, "store_mb": trainer.store.nbytes / 2**20}
+    return w, b, [s.log for s in trainer.states], summary
 
 
 def window_keys(rects: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -1,101 +1,130 @@
+import logging
+
 import numpy as np
+import pytest
 
-from spp_detect.svm import HardNegativeTrainer, SvmImage, _fit, train_svms, window_keys
+from spp_detect import svm
+from spp_detect.boxes import iou_matrix
+from spp_detect.sparse_rows import CompactRows, SparseRows
+from spp_detect.svm import HardNegativeTrainer, SvmImage, _fit, gather_positives, train_svms, window_keys
 
 
-def _image(rng, i, dim=8, n_windows=60):
-    """Two classes, each a Gaussian blob in feature space; negatives elsewhere."""
-    gt_boxes = np.array([[10, 10, 50, 50], [100, 100, 150, 160]], np.float32)
-    gt_labels = np.array([0, 1])
+def _image(rng, i, dim=8, n_windows=60, n_classes=2, present=None):
+    """Ground truth of the ``present`` classes (default all), each a Gaussian blob in feature
+    space with its class's dimension raised; proposals elsewhere. Features are float16 values
+    (what the trainer stores), post-ReLU-like (a third of them zero)."""
+    present = list(range(n_classes)) if present is None else list(present)
+    gt_boxes = np.array([[10 + 40 * k, 10, 40 + 40 * k, 50] for k in range(len(present))], np.float32).reshape(-1, 4)
+    gt_labels = np.array(present, np.int64)
     props = rng.uniform(0, 200, (n_windows, 2))
     props = np.concatenate([props, props + rng.uniform(5, 60, (n_windows, 2))], 1).astype(np.float32)
     boxes = np.concatenate([gt_boxes, props])
     feats = rng.normal(0, 1, (len(boxes), dim)).astype(np.float32)
-    feats[0, 0] += 4.0
-    feats[1, 1] += 4.0
-    labels = np.array([0, 1] + [-1] * n_windows)
+    feats[rng.random(feats.shape) < 0.33] = 0
+    for k, c in enumerate(present):
+        feats[k, c % dim] += 4.0
+    feats = feats.astype(np.float16).astype(np.float32)
+    labels = np.array(present + [-1] * n_windows)
     keys = np.arange(len(boxes)) + 1000 * i
     return SvmImage(f"{i}", feats, boxes, keys, labels, gt_boxes, gt_labels)
+
+
+def _positives(images, n_classes, dim):
+    return gather_positives(((im.features[im.window_labels >= 0], im.window_labels[im.window_labels >= 0])
+                             for im in images), n_classes, dim)
 
 
 def test_svm_separates_and_mines():
     rng = np.random.default_rng(0)
     images = [_image(rng, i) for i in range(40)]
-    w, b, logs = train_svms(images, 2, 8, C=0.1, retrain_every=300, workers=1)
+    w, b, logs, memory = train_svms(_positives(images, 2, 8), images, 8, C=0.1, retrain_every=50, workers=1)
     assert w.shape == (2, 8) and b.shape == (2,)
     test = _image(np.random.default_rng(99), 0)
     scores = test.features @ w.T + b
     assert scores[0, 0] > np.median(scores[2:, 0]) and scores[1, 1] > np.median(scores[2:, 1])
-    # retrained during the pass (more than the final retrain) and logged cache sizes
-    assert len(logs[0]) >= 2 and all("objective" in e for e in logs[0])
+    # retrained after the first image, during the pass and at the end, with cache sizes logged
+    assert len(logs[0]) >= 3 and all("objective" in e for e in logs[0])
+    assert memory["peak_cached_negatives"] > 0
 
 
 def test_first_image_all_negatives_then_only_hard():
     rng = np.random.default_rng(1)
-    t = HardNegativeTrainer(1, 8, retrain_every=10**9, hard_threshold=-1.0001)
-    img = _image(rng, 0)
-    t.add_image(img)
+    first = _image(rng, 0)
+    t = HardNegativeTrainer(_positives([first], 2, 8)[:1], 8, retrain_every=10**9, evict_threshold=-np.inf)
+    t.add_image(first)
     st = t.states[0]
-    n_first = len(st.neg_features)
-    assert n_first > 0
-    # with w = 0, b = 0 every score is 0 > -1.0001, so all negatives of image 2 are hard too
-    t.add_image(_image(rng, 1))
-    assert len(st.neg_features) > n_first
+    n_first = len(st.neg_ids)
+    assert n_first == 60 - int((iou_matrix(first.boxes[2:], first.gt_boxes[:1]) >= 0.3).sum())
+    assert st.retrains == 1  # every class is trained right after the first image
     # a model that scores everything -5 admits no new negatives
     st.w[:] = 0
     st.b = -5.0
-    before = len(st.neg_features)
+    t.add_image(_image(rng, 1))
+    assert len(st.neg_ids) == n_first
+    # one that scores everything 0 (> -1.0001) takes every negative of the next image
+    st.b = 0.0
     t.add_image(_image(rng, 2))
-    assert len(st.neg_features) == before
+    assert len(st.neg_ids) > n_first
 
 
 def test_duplicates_count_once_and_eviction():
     rng = np.random.default_rng(2)
-    t = HardNegativeTrainer(1, 8, retrain_every=10**9)
-    img = _image(rng, 0)
+    img = _image(rng, 0, n_classes=1)
+    t = HardNegativeTrainer(_positives([img], 1, 8), 8, retrain_every=10**9, evict_threshold=-np.inf)
     t.add_image(img)
-    n = len(t.states[0].neg_features)
+    n = len(t.states[0].neg_ids)
+    t.states[0].b = 0.0  # everything is hard now
     t.add_image(img)  # the same windows (same keys) again
-    assert len(t.states[0].neg_features) == n
+    assert len(t.states[0].neg_ids) == n
     t.evict_threshold = 10.0  # every negative scores below: all evicted after the retrain
     t._retrain(t.states)
-    assert len(t.states[0].neg_features) == 0 and not t.states[0].neg_keys
+    assert len(t.states[0].neg_ids) == 0 and t.store.live_rows == 0 and not t._where
 
 
 def test_equal_rectangles_of_different_images_are_different_negatives():
     # window keys name a conv5 rectangle and scale within an image: a 3x3-cell window at the
     # same place in two images is two negatives, not a duplicate
     rng = np.random.default_rng(4)
-    t = HardNegativeTrainer(1, 8, retrain_every=10**9)
-    a = _image(rng, 0)
+    a = _image(rng, 0, n_classes=1)
+    t = HardNegativeTrainer(_positives([a], 1, 8), 8, retrain_every=10**9, evict_threshold=-np.inf)
     b = SvmImage("another", a.features + 0.5, a.boxes, a.keys.copy(), a.window_labels, a.gt_boxes, a.gt_labels)
     t.add_image(a)
-    n = len(t.states[0].neg_features)
-    t.add_image(b)  # w = 0 scores everything 0 > -1.0001: all of b's negatives are hard
-    assert len(t.states[0].neg_features) == 2 * n
+    n = len(t.states[0].neg_ids)
+    t.states[0].b = 0.0
+    t.add_image(b)
+    assert len(t.states[0].neg_ids) == 2 * n
 
 
 def test_fit_objective_and_bias_feature():
     rng = np.random.default_rng(3)
     pos = rng.normal(2, 1, (30, 4)).astype(np.float32)
     neg = rng.normal(-2, 1, (60, 4)).astype(np.float32)
-    w, b, obj, converged = _fit(pos, neg, 1.0, 2.0, 10.0, 0)
+    y = np.concatenate([np.ones(30), -np.ones(60)])
+    w, b, obj, converged = _fit(np.concatenate([pos, neg]), y, 1.0, 2.0, 10.0, 0)
     acc = ((pos @ w + b) > 0).mean() * 0.5 + ((neg @ w + b) < 0).mean() * 0.5
     assert acc > 0.95 and obj > 0 and converged
+
+
+def test_sparse_and_dense_inputs_give_the_same_model():
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (300, 50)).astype(np.float32)
+    x[rng.random(x.shape) < 0.6] = 0
+    x[:100, :5] += 1.5
+    x = x.astype(np.float16).astype(np.float32)
+    y = np.concatenate([np.ones(100), -np.ones(200)])
+    dense = _fit(x, y, 0.01, 2.0, 10.0, 0)
+    sparse = _fit(CompactRows.from_dense(x).to_csr(), y, 0.01, 2.0, 10.0, 0)
+    np.testing.assert_allclose(dense[0], sparse[0], rtol=1e-6, atol=1e-7)
+    assert dense[1] == pytest.approx(sparse[1], abs=1e-7) and dense[2] == pytest.approx(sparse[2])
 
 
 def test_a_fit_that_hits_the_iteration_cap_is_logged_and_recorded(monkeypatch, caplog):
     # overlapping classes need more than two liblinear iterations; with the cap at 2 the fit
     # stops early, and the retrain log and a warning naming the class must say so
-    import logging
-
-    from spp_detect import svm
-
     rng = np.random.default_rng(5)
-    t = HardNegativeTrainer(1, 8, C=0.1, retrain_every=10**9)
-    t.add_image(_image(rng, 0))
-    t.states[0].positives.append(rng.normal(1.5, 1, (40, 8)).astype(np.float32))
-    t._retrain(t.states)
+    pos = CompactRows.from_dense(rng.normal(1.5, 1, (40, 8)).astype(np.float32))
+    t = HardNegativeTrainer([pos], 8, C=0.1, retrain_every=10**9)
+    t.add_image(_image(rng, 0, n_classes=1))
     assert t.states[0].log[-1]["converged"] is True
     monkeypatch.setattr(svm, "MAX_ITER", 2)
     with caplog.at_level(logging.WARNING, logger="spp_detect.svm"):
@@ -109,3 +138,150 @@ def test_window_keys_unique_per_rect_and_scale():
     k = window_keys(rects, np.array([0, 1, 0]))
     assert len(set(k.tolist())) == 3
     assert window_keys(rects[:1], np.array([0]))[0] == k[0]
+
+
+# ------------------------------------------------------------------------------------------
+# the miner against a slow, obvious reference, on a stream where positives arrive late
+
+
+def _reference_mining(positives, images, C, retrain_every, max_negatives, hard=-1.0001, evict=-1.2, neg_iou=0.3):
+    """R-CNN's mining written plainly: dense rows, dicts, loops; every positive known up front."""
+    k = len(positives)
+    w = np.zeros((k, images[0].features.shape[1]), np.float32)
+    b = np.full(k, -1.0)
+    trained = [c for c in range(k) if len(positives[c])]
+    caches = [{} for _ in range(k)]  # (image, key) -> row, in insertion order
+    new = [0] * k
+
+    def fit(c):
+        neg = np.array(list(caches[c].values())).reshape(-1, w.shape[1])
+        x = np.concatenate([positives[c], neg])
+        y = np.concatenate([np.ones(len(positives[c])), -np.ones(len(neg))])
+        w[c], b[c], _, _ = _fit(x, y, C, 2.0, 10.0, 0)
+        scores = {key: float(row.astype(np.float64) @ w[c].astype(np.float64) + b[c]) for key, row in caches[c].items()}
+        kept = [key for key in caches[c] if scores[key] >= evict]
+        if len(kept) > max_negatives:
+            kept = sorted(kept, key=lambda key: -scores[key])[:max_negatives]
+            kept = [key for key in caches[c] if key in set(kept)]
+        caches[c] = {key: caches[c][key] for key in kept}
+        new[c] = 0
+
+    for n, img in enumerate(images):
+        scores = img.features @ w[trained].T + b[trained].astype(np.float32)
+        for j, c in enumerate(trained):
+            gt_c = img.gt_boxes[img.gt_labels == c]
+            for i in range(len(img.boxes)):
+                if img.window_labels[i] >= 0:
+                    continue
+                if len(gt_c) and iou_matrix(img.boxes[i : i + 1], gt_c).max() >= neg_iou:
+                    continue
+                if n > 0 and not scores[i, j] > hard:
+                    continue
+                key = (img.image_id, int(img.keys[i]))
+                if key not in caches[c]:
+                    caches[c][key] = img.features[i]
+                    new[c] += 1
+        for c in trained:
+            if n == 0 or new[c] > retrain_every:
+                fit(c)
+    for c in trained:
+        fit(c)
+    return w, b.astype(np.float32), [len(caches[c]) for c in range(k)]
+
+
+def _late_positives_stream(n_classes=6, n_images=24, dim=12):
+    """Image i holds ground truth of class i // 4 only: the first images have no positive of most
+    classes (the stream that made streamed-positive caches explode); duplicate windows too."""
+    rng = np.random.default_rng(7)
+    images = []
+    for i in range(n_images):
+        im = _image(rng, i, dim=dim, n_windows=50, n_classes=n_classes, present=[(i // 4) % n_classes])
+        im.keys[-5:] = im.keys[-10:-5]  # five windows seen twice
+        im.features[-5:] = im.features[-10:-5]
+        images.append(im)
+    return images
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_mining_matches_reference_with_positives_first_and_bounded_caches(workers):
+    images = _late_positives_stream()
+    k, dim, retrain_every, cap = 6, 12, 40, 12  # the cap binds: 7-34 negatives survive -1.2 uncapped
+    positives = _positives(images, k, dim)
+
+    sizes = []
+
+    class Watched(HardNegativeTrainer):
+        def add_image(self, image):
+            super().add_image(image)
+            sizes.append(([len(st.neg_ids) for st in self.states], self.store.live_rows))
+
+    t = Watched(positives, dim, C=0.05, retrain_every=retrain_every, max_negatives=cap, workers=workers,
+                fit_memory_bytes=1)  # the smallest budget: one fit at a time
+    for im in images:
+        t.add_image(im)
+    w, b = t.finish()
+    ref_w, ref_b, ref_sizes = _reference_mining([p.dense() for p in positives], images, 0.05, retrain_every, cap)
+    np.testing.assert_allclose(w, ref_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, ref_b, rtol=1e-5, atol=1e-6)
+    assert [len(st.neg_ids) for st in t.states] == ref_sizes
+    # every class's cache stays under cap + retrain_every + one image's windows, and the shared
+    # store holds each cached window once
+    per_image = 50
+    assert max(max(s) for s, _ in sizes) <= cap + retrain_every + per_image
+    assert all(rows <= sum(s) for s, rows in sizes)
+    assert t.store.live_rows == len(set().union(*map(set, (st.neg_ids.tolist() for st in t.states))))
+
+
+def test_train_svms_gathers_every_positive_before_mining():
+    images = _late_positives_stream()
+    positives = _positives(images, 6, 12)
+    assert [len(p) for p in positives] == [4, 4, 4, 4, 4, 4]
+    w, b, logs, _ = train_svms(positives, images, 12, C=0.05, retrain_every=40, max_negatives=60, workers=1)
+    # from the first retrain on, every class saw all its positives
+    assert all(log[0]["positives"] == 4 for log in logs)
+
+
+def test_a_class_without_positives_is_not_trained_and_caches_nothing():
+    images = _late_positives_stream(n_classes=6, n_images=8)  # classes 2..5 never appear
+    positives = _positives(images, 6, 12)
+    t = HardNegativeTrainer(positives, 12, retrain_every=40, workers=1)
+    for im in images:
+        t.add_image(im)
+    w, b = t.finish()
+    assert [len(st.neg_ids) for st in t.states[2:]] == [0] * 4
+    assert np.all(w[2:] == 0) and np.all(b[2:] == -1)
+
+
+# ------------------------------------------------------------------------------------------
+# the sparse store against dense arrays
+
+
+def test_sparse_rows_round_trip_release_and_compaction():
+    rng = np.random.default_rng(8)
+    store = SparseRows(30)
+    dense = {}
+    for _ in range(6):
+        x = rng.normal(0, 1, (50, 30)).astype(np.float16).astype(np.float32)
+        x[rng.random(x.shape) < 0.5] = 0
+        for i, row in zip(store.add(x).tolist(), x, strict=True):
+            dense[i] = row
+    ids = np.array(sorted(dense))
+    np.testing.assert_array_equal(store.take(ids[::-1]).dense(), np.array([dense[i] for i in ids[::-1]]))
+    w = rng.normal(0, 1, 30)
+    np.testing.assert_allclose(store.scores(ids, w, 0.5), np.array([dense[i] for i in ids]) @ w + 0.5, rtol=1e-9)
+    # a row held twice survives one release; dropping most rows compacts the arrays, ids stay valid
+    store.retain(ids[:3])
+    gone = store.release(ids[:250])
+    assert set(gone.tolist()) == set(ids[3:250].tolist())
+    keep = np.concatenate([ids[:3], ids[250:]])
+    assert store.live_rows == len(keep)
+    np.testing.assert_array_equal(store.take(keep).dense(), np.array([dense[i] for i in keep]))
+    with pytest.raises(KeyError):
+        store.take(ids[5:6])
+
+
+def test_compact_rows_use_four_bytes_per_non_zero():
+    x = np.zeros((10, 1000), np.float32)
+    x[:, :100] = 1.0
+    rows = CompactRows.from_dense(x)
+    assert rows.nnz == 1000 and rows.data.nbytes + rows.indices.nbytes == 4000
