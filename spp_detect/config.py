@@ -152,10 +152,14 @@ class FinetuneConfig:
     random_scale: bool = True  # training picks a random scale per window
     val_every: int = 10000  # iterations between validations (model selection) and checkpoints
     val_images: int = 100  # validation windows come from this many val images (fixed sample)
-    # RAM for training windows: their pooled vectors when they all fit (pooled once), else decoded
-    # conv5 maps (the windows are then pooled on every step); 0 = read and pool on every step
+    # RAM for training windows: their pooled vectors when they all fit (pooled once and kept);
+    # else a fixed sample of each image's windows is pooled once into a float16 file beside
+    # head.pt (read through the page cache, removed when done); 0 = pool them on every step
     memory_mb: int = 4096
+    fg_per_image: int = 16  # the sample: foreground windows per image and mirror
+    bg_per_image: int = 48  #   and background windows
     workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda: where the head trains
     seed: int = 0
 
 
@@ -191,6 +195,7 @@ class DetectConfig:
     max_per_class: int = 100  # boxes per class per image
     bbox_regression: bool = True
     score_threshold: float = 0.0  # loose-image mode: boxes drawn and written above this score
+    device: str = "auto"  # auto | cpu | cuda: where windows are pooled and scored
 
 
 @dataclass(frozen=True)

@@ -96,17 +96,97 @@ class WindowMemory:
         return rows
 
 
+class WindowSample:
+    """A fixed sample of each training image's windows, pooled once, as float16 rows in a file.
+
+    For datasets whose training windows do not fit in RAM (VOC: about 11 GB at one scale with
+    mirrors). Per (image, mirror): up to ``fg_per_image`` foreground and ``bg_per_image``
+    background windows drawn once (seeded), each at a scale drawn once when ``random_scale``
+    (else its best scale), pooled and written to ``path`` (a ``.npy`` file read through a
+    memory map: the OS keeps what fits of it in its page cache); ``path`` with ``.json``
+    holds the index and the stamp, and is written last, so a sample whose index is there is
+    complete and is reused by a rerun or ``--resume`` with the same inputs.
+    """
+
+    def __init__(self, path: Path, index: dict):
+        self.path, self.index = Path(path), index
+        self.rows = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        # per sample k and mirror f: (first row, n_fg, n_bg, fg labels); the entries also list the
+        # windows (indices into the image's cached windows) and the scale each was pooled at
+        self.entries = {(k, bool(f)): (off, nf, nb, np.asarray(lab, np.int64))
+                        for k, f, off, nf, nb, lab, *_ in index["entries"]}
+
+    @staticmethod
+    def index_path(path: Path) -> Path:
+        return Path(path).with_suffix(".json")
+
+    @classmethod
+    def open_or_build(cls, path: Path, cache: FeatureCache, samples: list[ImageSamples], fg_per_image: int,
+                      bg_per_image: int, flip: bool, random_scale: bool, seed: int, stamp: dict) -> WindowSample:
+        import json
+
+        from .io_utils import atomic_write_json
+
+        path = Path(path)
+        settings = {"stamp": stamp, "fg_per_image": fg_per_image, "bg_per_image": bg_per_image, "flip": flip,
+                    "random_scale": random_scale, "seed": seed, "images": len(samples)}
+        ipath = cls.index_path(path)
+        if ipath.is_file() and path.is_file():
+            index = json.loads(ipath.read_text())
+            if index.get("settings") == settings:
+                log.info("fine-tuning windows: reusing the sample in %s", path)
+                return cls(path, index)
+        ipath.unlink(missing_ok=True)  # an index only ever describes a complete file
+        rng = np.random.default_rng(seed)
+        plan = []  # (sample k, mirror, window indices, scale per window or None, n_fg, labels)
+        for k, s in enumerate(samples):
+            for f in ((False, True) if flip else (False,)):
+                fg = np.sort(rng.choice(len(s.fg), min(len(s.fg), fg_per_image), replace=False))
+                bg = np.sort(rng.choice(len(s.bg), min(len(s.bg), bg_per_image), replace=False))
+                idx = np.concatenate([s.fg[fg], s.bg[bg]])
+                scale = rng.integers(0, len(cache.scales), len(idx)) if random_scale else None
+                plan.append((k, f, idx, scale, len(fg), s.fg_labels[fg]))
+        n_rows = sum(len(p[2]) for p in plan)
+        log.info("fine-tuning windows: pooling a fixed sample of %d windows once (%.1f GB of float16 on disk, %s)",
+                 n_rows, n_rows * cache.dim * 2 / 1e9, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".partial.npy")
+        rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_rows, cache.dim))
+        entries, off = [], 0
+        try:
+            for k, f, idx, scale, n_fg, labels in progress(plan, desc="finetune sample", unit="img"):
+                if len(idx):
+                    rows[off : off + len(idx)] = cache.pool(samples[k].image_id, idx, scale=scale, flip=f).half().numpy()
+                entries.append([k, f, off, n_fg, len(idx) - n_fg, labels.tolist(), idx.tolist(),
+                                None if scale is None else scale.tolist()])
+                off += len(idx)
+            rows.flush()
+            del rows
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        index = {"settings": settings, "entries": entries}
+        atomic_write_json(ipath, index)
+        return cls(path, index)
+
+    def remove(self) -> None:
+        del self.rows
+        self.index_path(self.path).unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+
+
 class BatchSampler:
     """Draws (features, labels) batches from the cache as described in the module docstring.
 
-    ``memory_bytes``: RAM for a :class:`WindowMemory` when the training windows fit in it;
-    otherwise each batch's windows are pooled from the cache's conv5 maps on every step (the
-    same numbers, slower).
+    ``memory_bytes``: RAM for a :class:`WindowMemory` when the training windows fit in it.
+    Otherwise, with a :class:`WindowSample` (``sample``), windows are drawn from its fixed
+    per-image sample, read from disk; without one, each batch's windows are pooled from the
+    cache's conv5 maps on every step (the same numbers as the memory, slower).
     """
 
     def __init__(self, cache: FeatureCache, samples: list[ImageSamples], batch_size: int, images_per_batch: int,
                  fg_fraction: float, flip: bool, random_scale: bool, norm_scale: float, seed: int,
-                 memory_bytes: int = 0):
+                 memory_bytes: int = 0, sample: WindowSample | None = None):
         if not samples:
             raise ValueError("no training windows: every image lacks foreground and background windows")
         self.cache, self.samples = cache, samples
@@ -116,12 +196,21 @@ class BatchSampler:
         self.rng = np.random.default_rng(seed)
         self.memory_needed = WindowMemory.bytes_needed(cache, samples, random_scale, self.flip)
         self.memory = WindowMemory(cache) if 0 < self.memory_needed <= memory_bytes else None
+        self.sample = sample if self.memory is None else None
+
+    @staticmethod
+    def fits(cache: FeatureCache, samples: list[ImageSamples], random_scale: bool, flip: bool,
+             memory_bytes: int) -> bool:
+        """Whether every training window's pooled vector fits in ``memory_bytes``."""
+        return 0 < WindowMemory.bytes_needed(cache, samples, random_scale, flip and cache.has_flip) <= memory_bytes
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         rng = self.rng
         picks = rng.choice(len(self.samples), self.images_per_batch, replace=False)
         per_image = np.full(self.images_per_batch, self.batch_size // self.images_per_batch)
         per_image[: self.batch_size % self.images_per_batch] += 1
+        if self.sample is not None:
+            return self._draw_from_sample(picks, per_image)
         feats, labels = [], []
         for k, n in zip(picks, per_image, strict=True):
             s = self.samples[k]
@@ -142,6 +231,28 @@ class BatchSampler:
             labels.append(torch.from_numpy(lab.astype(np.int64)))
         return torch.cat(feats) * self.norm_scale, torch.cat(labels)
 
+    def _draw_from_sample(self, picks: np.ndarray, per_image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same draw over the sample's windows: fg share, mirror per image; scales were drawn
+        when the sample was made."""
+        rng = self.rng
+        rows, labels = [], []
+        for k, n in zip(picks, per_image, strict=True):
+            flip = bool(self.flip and rng.random() < 0.5)
+            off, n_fg_have, n_bg_have, fg_labels = self.sample.entries[(int(k), flip)]
+            n_fg = min(n_fg_have, int(round(n * self.fg_fraction))) if n_fg_have else 0
+            n_bg = n - n_fg if n_bg_have else 0
+            if n_bg == 0 and n_fg_have:
+                n_fg = n
+            fg_pick = rng.choice(n_fg_have, n_fg, replace=n_fg > n_fg_have) if n_fg else np.zeros(0, int)
+            bg_pick = rng.choice(n_bg_have, n_bg, replace=n_bg > n_bg_have) if n_bg else np.zeros(0, int)
+            rows.append(off + np.concatenate([fg_pick, n_fg_have + bg_pick]))
+            labels.append(np.concatenate([fg_labels[fg_pick], np.zeros(n_bg, np.int64)]))
+        rows = np.concatenate(rows)
+        order = np.argsort(rows, kind="stable")  # read the file in order, then put rows back
+        x = np.empty((len(rows), self.cache.dim), np.float16)
+        x[order] = self.sample.rows[rows[order]]
+        return torch.from_numpy(x).float() * self.norm_scale, torch.from_numpy(np.concatenate(labels))
+
     def _from_memory(self, s: ImageSamples, rows: np.ndarray, scale: np.ndarray | None, flip: bool) -> torch.Tensor:
         if scale is None:
             return self.memory.rows(s, -1, flip)[torch.from_numpy(rows)].float()
@@ -156,12 +267,13 @@ def fixed_batches(sampler: BatchSampler, n_batches: int) -> list[tuple[torch.Ten
     return [sampler.draw() for _ in range(n_batches)]
 
 
-def evaluate(head: nn.Module, batches) -> tuple[float, float]:
+def evaluate(head: nn.Module, batches, device: str = "cpu") -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``head`` on fixed batches."""
     head.eval()
     loss, correct, n = 0.0, 0, 0
     with torch.no_grad():
         for x, y in batches:
+            x, y = x.to(device), y.to(device)
             logits = head(x)
             loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -198,8 +310,17 @@ def finetune(
     resume: bool = False,
     pretrained: dict | None = None,
     memory_bytes: int = 0,
+    fg_per_image: int = 16,
+    bg_per_image: int = 48,
+    sample_path: Path | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Train the head and save the selected one to ``out_path`` (models/head.pt)."""
+    """Train the head and save the selected one to ``out_path`` (models/head.pt).
+
+    When the training windows do not fit in ``memory_bytes``, batches come from a
+    :class:`WindowSample` of ``fg_per_image`` / ``bg_per_image`` windows per image and mirror,
+    written to ``sample_path`` (default: beside ``out_path``) and removed once the head is saved.
+    """
     rank, world_size = world()
     torch.manual_seed(seed + rank)
     rank_batch, rank_images = split_batch(batch_size, images_per_batch, world_size)
@@ -209,11 +330,27 @@ def finetune(
     n_fg = sum(len(s.fg) for s in samples)
     log.info("fine-tuning on %d images: %d foreground, %d background windows", len(samples), n_fg,
              sum(len(s.bg) for s in samples))
+    sample = None
+    if memory_bytes > 0 and not BatchSampler.fits(train_cache, samples, random_scale, flip, memory_bytes):
+        sample_path = Path(sample_path) if sample_path is not None else out_path.with_name("finetune_windows.npy")
+        sample_args = (sample_path, train_cache, samples, fg_per_image, bg_per_image, flip and train_cache.has_flip,
+                       random_scale, seed, stamp)
+        if rank == 0:
+            sample = WindowSample.open_or_build(*sample_args)
+        if world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # rank 0 wrote the sample; the others open it
+            if rank != 0:
+                sample = WindowSample.open_or_build(*sample_args)
     sampler = BatchSampler(train_cache, samples, rank_batch, rank_images, fg_fraction, flip, random_scale,
-                           norm_scale, seed + 1000 * rank, memory_bytes=memory_bytes)
+                           norm_scale, seed + 1000 * rank, memory_bytes=memory_bytes, sample=sample)
     need = sampler.memory_needed >> 20
     if sampler.memory is not None:
         log.info("training windows pooled once and kept in RAM (%d MB of finetune.memory_mb)", need)
+    elif sample is not None:
+        log.info("training windows need %d MB, over finetune.memory_mb: batches come from a fixed sample of "
+                 "%d foreground and %d background windows per image and mirror", need, fg_per_image, bg_per_image)
     else:
         log.info("training windows pooled on every step: their vectors need %d MB, over finetune.memory_mb", need)
         train_cache.keep_maps(memory_bytes)
@@ -232,6 +369,7 @@ def finetune(
     copied = init_from_pretrained(head, pretrained, train_ds.classes, train_cache.levels, train_cache.concat_order,
                                   norm_scale)
     log.info("fc layers copied from the pretraining: %s", copied)
+    head.to(device)
     model: nn.Module = head
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(head)
@@ -248,7 +386,15 @@ def finetune(
     ckpt_path = out_path.with_name("finetune.ckpt")
     start, best, history = 0, None, []
     if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        try:
+            # weights_only: a checkpoint is plain tensors and numbers; a crafted pickle in a run
+            # folder someone hands you must not run code
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+            from .errors import ArtifactError
+
+            raise ArtifactError(f"{ckpt_path}: not a fine-tuning checkpoint this version can read ({exc}); "
+                                "remove it to start again") from None
         if ck["stamp"] != stamp:
             log.warning("checkpoint %s was made from other inputs; starting again", ckpt_path)
         else:
@@ -264,7 +410,7 @@ def finetune(
     running = []
     for it in range(start, iterations):
         x, y = sampler.draw()
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = nn.functional.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -277,7 +423,7 @@ def finetune(
             running = []
             entry = {"iteration": done, "train_loss": train_loss}
             if val_batches is not None:
-                entry["val_loss"], entry["val_accuracy"] = evaluate(head, val_batches)
+                entry["val_loss"], entry["val_accuracy"] = evaluate(head, val_batches, device)
                 if best is None or entry["val_loss"] < best["val_loss"]:
                     best = {"val_loss": entry["val_loss"], "iteration": done,
                             "state": {k: v.clone() for k, v in head.state_dict().items()}}
@@ -291,13 +437,16 @@ def finetune(
     if best is not None:
         head.load_state_dict(best["state"])
     head.eval()
-    fc7_norm = mean_fc7_norm(head, train_cache, norm_scale, seed)
+    fc7_norm = mean_fc7_norm(head, train_cache, norm_scale, seed, device=device)
+    head.cpu()
     meta = {
         "stamp": stamp, "classes": list(train_ds.classes), "dropout": dropout, "pool_norm_scale": norm_scale,
         "fc7_norm_mean": fc7_norm, "history": history, "selected_iteration": best["iteration"] if best else iterations,
     }
     if rank == 0:
         save_head(out_path, head, meta)
+        if sample is not None:
+            sample.remove()  # tens of GB at VOC size; a later run pools a new one
     return {"history": history, "selected_iteration": meta["selected_iteration"], "fc7_norm_mean": fc7_norm,
             "initialised": copied}
 
@@ -344,7 +493,7 @@ def init_from_pretrained(head: SppHead, pretrained: dict | None, classes, levels
 
 
 def mean_fc7_norm(head: SppHead, cache: FeatureCache, norm_scale: float, seed: int, images: int = 200,
-                  windows: int = 200) -> float:
+                  windows: int = 200, device: str = "cpu") -> float:
     """Mean L2 norm of fc7 features on a fixed sample (PAPER.md: every layer scaled to norm 20)."""
     rng = np.random.default_rng(seed)
     ids = cache.image_ids
@@ -353,6 +502,6 @@ def mean_fc7_norm(head: SppHead, cache: FeatureCache, norm_scale: float, seed: i
         for i in sorted(rng.choice(len(ids), min(images, len(ids)), replace=False)):
             win = cache.windows(ids[i])
             idx = np.sort(rng.choice(len(win.boxes), min(windows, len(win.boxes)), replace=False))
-            x = cache.pool(ids[i], idx, windows=win) * norm_scale
-            norms.append(head.fc7_features(x).norm(dim=1).numpy())
+            x = cache.pool(ids[i], idx, windows=win, device=device) * norm_scale
+            norms.append(head.fc7_features(x).norm(dim=1).cpu().numpy())
     return float(np.concatenate(norms).mean()) if norms else 1.0

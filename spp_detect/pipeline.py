@@ -190,8 +190,11 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     if f.init not in ("pretrained", "random"):
         raise ConfigError(f"finetune.init: unknown value {f.init!r}; use pretrained or random")
     cache = open_features(run, train_ds)
-    # how many processes and how much RAM do not change the result: left out of the stamp
-    stamp = {"features": feature_key(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0))}
+    # how many processes and which device do not change the result: left out of the stamp. RAM can:
+    # windows that do not fit come from a sample (fg/bg_per_image, stamped), but a different
+    # memory_mb that keeps the same choice gives the same head, so it is not stamped either
+    stamp = {"features": feature_key(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0, device=""))}
+    device = resolve_device(f.device, "finetune.device")
     if out.exists() and not overwrite:
         from .head import load_head
 
@@ -213,7 +216,7 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
         images_per_batch=f.images_per_batch, fg_fraction=f.fg_fraction, fg_iou=f.fg_iou, bg_iou_low=f.bg_iou_low,
         flip=f.flip, random_scale=f.random_scale, val_every=f.val_every, val_images=f.val_images,
         norm_target=cfg.extract.norm_target, seed=f.seed, resume=resume, pretrained=pretrained,
-        memory_bytes=f.memory_mb << 20,
+        memory_bytes=f.memory_mb << 20, fg_per_image=f.fg_per_image, bg_per_image=f.bg_per_image, device=device,
     )
     if world_size > 1:
         import torch.distributed as dist
@@ -400,7 +403,7 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
 
         raise ArtifactError(f"{models_dir(run) / 'svm.h5'}: trained for classes {classes}, the dataset has {list(ds.classes)}")
     cache = open_features(run, ds)
-    provider, _ = feature_provider(cfg, run, cache, kind)
+    provider, _ = feature_provider(cfg, run, cache, kind, resolve_device(d.device, "detect.device"))
     regressors = BoxRegressors.load(models_dir(run) / "bbox.h5") if d.bbox_regression else None
     params = DetectParams(d.score_floor, d.nms_iou, d.max_per_class, d.bbox_regression)
     collector = DetectionCollector(ds.classes)
@@ -410,7 +413,7 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
         idx = np.arange(win.n_gt, len(win.boxes))  # proposals only: ground truth is not an input
         pooled = provider.pooled(image_id, idx, windows=win)
         feats = provider.from_pooled(pooled)
-        for c, boxes, scores in detect_image(feats, pooled.numpy(), win.boxes[idx], w, b, regressors,
+        for c, boxes, scores in detect_image(feats, pooled.cpu().numpy(), win.boxes[idx], w, b, regressors,
                                              record.height, record.width, params):
             collector.add(image_id, c, boxes, scores)
     dets = collector.finish()
@@ -430,7 +433,7 @@ def detect_stamp(cfg: PipelineConfig, run: Path, ds: DetectionDataset) -> str:
     """Hash of what the detections of a split were made from (models, features, settings)."""
     import json
 
-    parts = [config_hash(cfg.detect), ds.fingerprint()]
+    parts = [config_hash(replace(cfg.detect, device="")), ds.fingerprint()]
     for name in ("svm.h5", "bbox.h5", "head.pt"):
         path = models_dir(run) / name
         parts.append(hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "-")

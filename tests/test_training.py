@@ -111,3 +111,89 @@ def test_window_memory_draws_the_same_batches(tiny_run, random_scale):
         assert torch.equal(ya, yb)
         assert torch.equal(xa, xb)
     assert len(kept.memory._rows) > 0
+
+
+def test_window_sample_rows_are_the_pooled_windows_and_draws_keep_the_sampler(tiny_run, tmp_path):
+    # windows that do not fit in RAM: a fixed per-image sample pooled once into a float16 file;
+    # every row must be its window pooled at its scale and mirror, and draws keep 25% foreground
+    from spp_detect.features.cache import FeatureCache
+    from spp_detect.finetune import BatchSampler, WindowSample, build_samples
+
+    _, run, root = tiny_run
+    train = open_dataset(str(root), "train")
+    cache = FeatureCache(features_path(run, "train"))
+    samples = build_samples(cache, train, 0.5, 0.1)
+    path = tmp_path / "sample.npy"
+    sample = WindowSample.open_or_build(path, cache, samples, 3, 5, True, True, 0, {"x": 1})
+    assert {f for _, f in sample.entries} == {False, True}
+    for k, f, off, n_fg, n_bg, labels, windows, scales in sample.index["entries"]:
+        s = samples[k]
+        assert n_fg == min(3, len(s.fg)) and n_bg == min(5, len(s.bg))
+        assert set(windows[:n_fg]) <= set(s.fg.tolist()) and set(windows[n_fg:]) <= set(s.bg.tolist())
+        np.testing.assert_array_equal(labels, s.fg_labels[np.searchsorted(s.fg, windows[:n_fg])])
+        expect = cache.pool(s.image_id, np.array(windows), scale=np.array(scales), flip=f).half().numpy()
+        np.testing.assert_array_equal(sample.rows[off : off + n_fg + n_bg], expect)
+    built = path.stat().st_mtime_ns
+    again = WindowSample.open_or_build(path, cache, samples, 3, 5, True, True, 0, {"x": 1})
+    assert path.stat().st_mtime_ns == built and again.index == sample.index  # reused, not rebuilt
+    other = WindowSample.open_or_build(path, cache, samples, 2, 5, True, True, 0, {"x": 1})
+    assert other.index["settings"]["fg_per_image"] == 2  # other settings: made again
+    sampler = BatchSampler(cache, samples, 32, 4, 0.25, True, True, 2.0, seed=3, memory_bytes=1, sample=other)
+    assert sampler.memory is None and sampler.sample is other
+    label_of = {}
+    for k, f, off, n_fg, n_bg, labels, *_ in other.index["entries"]:
+        for r in range(n_fg + n_bg):
+            label_of[other.rows[off + r].tobytes()] = labels[r] if r < n_fg else 0
+    fg = 0
+    for _ in range(20):
+        x, y = sampler.draw()
+        assert x.shape == (32, cache.dim) and x.dtype == torch.float32
+        # each drawn row is a row of the sample times the norm scale, with that row's label
+        for row, label in zip((x / 2.0).half().numpy(), y.tolist(), strict=True):
+            assert label_of[row.tobytes()] == label
+        fg += int((y > 0).sum())
+    assert 0.2 < fg / (20 * 32) < 0.3
+
+
+def test_finetune_from_a_sample_when_windows_do_not_fit(tiny_run, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from spp_detect.config import merge
+
+    cfg, run, root = tiny_run
+    mine = tmp_path / "run"
+    shutil.copytree(run / "features", mine / "features")
+    cfg = merge(cfg, {"finetune": {"memory_mb": 1, "fg_per_image": 4, "bg_per_image": 8, "val_every": 20}})
+    train, val = open_dataset(str(root), "train"), open_dataset(str(root), "val")
+    ft = run_finetune(replace(cfg, run=str(mine)), mine, train, val)
+    assert (mine / "models" / "head.pt").is_file() and ft["history"][-1]["iteration"] == 20
+    # the sample was used, then removed with the head saved
+    assert not list((mine / "models").glob("finetune_windows*"))
+
+
+class _Payload:
+    """Unpickling this calls a function: what a crafted checkpoint would do."""
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(_Payload.target),))
+
+
+def test_resume_never_unpickles_code_from_a_checkpoint(tiny_run, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from spp_detect.errors import ArtifactError
+
+    cfg, run, root = tiny_run
+    mine = tmp_path / "run"
+    shutil.copytree(run / "features", mine / "features")
+    _Payload.target = str(tmp_path / "pwned")
+    (mine / "models").mkdir()
+    torch.save({"stamp": _Payload()}, mine / "models" / "finetune.ckpt")
+    train = open_dataset(str(root), "train")
+    with pytest.raises(ArtifactError, match="finetune.ckpt: not a fine-tuning checkpoint"):
+        run_finetune(replace(cfg, run=str(mine)), mine, train, None, resume=True)
+    assert not (tmp_path / "pwned").exists()
