@@ -81,12 +81,19 @@ def load_proposals(run: Path, ds: DetectionDataset) -> tuple[dict, str]:
         return store.load_all(), config_hash(store.stamp)
 
 
-def extract_settings(cfg: PipelineConfig, images_per_part: int | None = None):
-    """``images_per_part``: override the part size (tests make one part per image to kill a run
+def flips_split(cfg: PipelineConfig, split: str | None) -> bool:
+    """Whether ``split``'s cache gets mirrored images: ``extract.flip`` applies to the training
+    split only (fine-tuning reads mirrors; detection and evaluation never do)."""
+    return cfg.extract.flip and split == cfg.data.train_split
+
+
+def extract_settings(cfg: PipelineConfig, images_per_part: int | None = None, split: str | None = None):
+    """``split``: the split extracted (mirrors for the training split only, :func:`flips_split`).
+    ``images_per_part``: override the part size (tests make one part per image to kill a run
     between parts); it changes where images are stored, not the features, so it is not stamped."""
     from .features.extract import ExtractSettings
 
-    e = cfg.extract
+    e = replace(cfg.extract, flip=flips_split(cfg, split))
     extra = {} if images_per_part is None else {"images_per_part": images_per_part}
     return ExtractSettings(
         scales=e.scales, max_size=e.max_size, target_size=e.target_size, projection=e.projection, cache=e.cache,
@@ -97,7 +104,7 @@ def extract_settings(cfg: PipelineConfig, images_per_part: int | None = None):
 
 def features_stamp(cfg: PipelineConfig, ds: DetectionDataset, proposals_hash: str, backbone) -> dict:
     """What a feature cache is keyed on; each option separately so a mismatch names it."""
-    e = cfg.extract
+    e = replace(cfg.extract, flip=flips_split(cfg, ds.split))
     return {
         "dataset": ds.name, "split": ds.split, "data_fingerprint": ds.fingerprint(), "proposals": proposals_hash,
         "backbone": backbone.name, "backbone_weights": backbone_fingerprint(backbone),
@@ -117,7 +124,7 @@ def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite:
         _init_distributed()
     backbone = load_backbone(cfg, run)
     proposals, proposals_hash = load_proposals(run, ds)
-    settings = extract_settings(cfg, images_per_part)
+    settings = extract_settings(cfg, images_per_part, ds.split)
     stamp = features_stamp(cfg, ds, proposals_hash, backbone)
     out = features_path(run, ds.split)
     device = resolve_device(cfg.extract.device)

@@ -116,3 +116,24 @@ def test_pooled_cache_and_flip(tmp_path, tiny_voc, backbone):
         assert a.pool(i, flip=True).shape == a.pool(i).shape
         with pytest.raises(ArtifactError, match="only each window's best scale"):
             b.pool(i, np.array([0]), scale=np.array([1 - b.windows(i).best_scale[0]]))
+
+
+def test_extract_flip_mirrors_the_training_split_only(tmp_path):
+    # extract.flip is for fine-tuning's mirrored training images; the test split never needs them
+    from dataclasses import replace
+
+    from spp_detect.config import load_config
+    from spp_detect.pipeline import run_extract
+    from tests.helpers import make_voc_tree, write_random_proposals
+
+    root = make_voc_tree(tmp_path / "voc", n_images=4, size=(64, 80))
+    cfg = load_config(None, ['backbone.name="zf5"', "backbone.width=0.25", "extract.scales=[64]", "extract.flip=true",
+                             "extract.norm_sample_images=2", 'data.train_split="train"', 'data.test_split="test"'])
+    run = tmp_path / "run"
+    cfg = replace(cfg, run=str(run))
+    for split, mirrored in (("train", True), ("test", False)):
+        ds = open_dataset(str(root), split)
+        write_random_proposals(run, ds)
+        run_extract(cfg, run, ds)
+        cache = FeatureCache(run / "features" / f"{split}.h5")
+        assert cache.has_flip is mirrored and cache.stamp["flip"] is mirrored
