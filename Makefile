@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SHARED ?= $(abspath ../shared)
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test lint bench bench-voc demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	SPP_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py
+
+# the paper's table on the real VOC 2007 images of ../shared (hours; resumable; run folders in ~/spp-bench-voc)
+bench-voc: $(STAMP)
+	SPP_SHARED=$(SHARED) $(BIN)/python benchmarks/bench_voc.py $(BENCH_VOC_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/spp-detect run pipelines/demo.toml

@@ -30,6 +30,7 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}"
 
 
+LONG = {"bench_voc.py"}  # run on their own (make bench-voc), not by make bench
 END_MARK = re.compile(r"^_\((bench_\w+\.py): .*\)_$")
 
 
@@ -49,6 +50,8 @@ def split_report(text: str) -> tuple[str, dict[str, str]]:
 
 def main(names: list[str]) -> int:
     scripts = sorted(HERE.glob("bench_*.py"))
+    if not names:  # hours long, resumable, and writes its own section: make bench-voc
+        scripts = [s for s in scripts if s.name not in LONG]
     if names:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in names]
         if not scripts:

@@ -6,7 +6,14 @@ import pytest
 from spp_detect import svm
 from spp_detect.boxes import iou_matrix
 from spp_detect.sparse_rows import CompactRows, SparseRows
-from spp_detect.svm import HardNegativeTrainer, SvmImage, _fit, gather_positives, train_svms, window_keys
+from spp_detect.svm import (
+    HardNegativeTrainer,
+    SvmImage,
+    _fit,
+    gather_positives,
+    train_svms,
+    window_keys,
+)
 
 
 def _image(rng, i, dim=8, n_windows=60, n_classes=2, present=None):

@@ -141,7 +141,7 @@ def test_window_sample_rows_are_the_pooled_windows_and_draws_keep_the_sampler(ti
     sampler = BatchSampler(cache, samples, 32, 4, 0.25, True, True, 2.0, seed=3, memory_bytes=1, sample=other)
     assert sampler.memory is None and sampler.sample is other
     label_of = {}
-    for k, f, off, n_fg, n_bg, labels, *_ in other.index["entries"]:
+    for _k, _f, off, n_fg, n_bg, labels, *_ in other.index["entries"]:
         for r in range(n_fg + n_bg):
             label_of[other.rows[off + r].tobytes()] = labels[r] if r < n_fg else 0
     fg = 0

@@ -1,0 +1,318 @@
+"""The paper's detection table on real photographs: VOC 2007 images of ``../shared/data``.
+
+Rows: SVMs on the SPP vector (no fine-tuning), SVMs on fine-tuned fc7, fc7 + box regression.
+Columns: one scale (688) and, with ``--five-scales``, the paper's five. Trained on the shared
+``train`` split (3,475 images), model selection on ``val_mini`` (200), tested on ``val_rest``
+(790), PASCAL VOC 2007 11-point mAP (the shared annotations have no ``difficult`` flags).
+Settings: ``pipelines/voc2007_cpu.toml`` (SqueezeNet 1.0 ImageNet trunk, fast selective search).
+
+Long (hours on 2 cores), so not part of ``make bench``: ``make bench-voc``. Resumable: run
+folders live under ``--root`` (default ``~/spp-bench-voc``, outside the checkout); every stage
+skips or resumes what is done, and each finished step's seconds and peak memory (resident set of
+the stage's whole process tree, sampled every 0.5 s) are kept in ``ROOT/results.json``. The
+figures go into this script's section of ``benchmarks/REPORT.md`` as soon as each row exists,
+with a precision-recall plot per class of the main row in ``benchmarks/voc_pr.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SHARED = Path(os.environ.get("SPP_SHARED", REPO.parent / "shared")).resolve()
+PIPELINE = REPO / "pipelines" / "voc2007_cpu.toml"
+FIVE = "480,576,688,864,1200"
+ROWS = (("pool", "SVM on the SPP vector (no fine-tuning)"), ("fc7", "SVM on fine-tuned fc7"),
+        ("fc7_bbox", "fine-tuned fc7 + box regression"))
+PAPER = {"pool": (43.0, 44.9), "fc7": (54.5, 55.2), "fc7_bbox": (58.0, 59.2)}  # ZF-5, official VOC07 test
+
+
+# ---------------------------------------------------------------------------------------------
+# running stages and measuring them
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            children.setdefault(int(fields[1]), []).append(int(d.name))
+            rss[int(d.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += children.get(p, [])
+    return total
+
+
+class Bench:
+    def __init__(self, root: Path):
+        self.root = root
+        self.results_path = root / "results.json"
+        self.results = json.loads(self.results_path.read_text()) if self.results_path.is_file() else {"steps": {}}
+
+    def save(self) -> None:
+        tmp = self.results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=1))
+        tmp.replace(self.results_path)
+
+    def step(self, key: str, args: list[str]) -> dict:
+        """Run ``spp-detect ARGS`` once: a step recorded as finished is not run again."""
+        steps = self.results["steps"]
+        if steps.get(key, {}).get("done"):
+            return steps[key]
+        resumed = key in steps  # started before and interrupted: the stage resumes, time is partial
+        steps[key] = {"done": False, "cmd": " ".join(args)}
+        self.save()
+        print(f"[{key}] spp-detect {' '.join(args)}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "spp-detect"), *args], cwd=REPO)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss_bytes(proc.pid))
+            time.sleep(0.5)
+        if proc.returncode != 0:
+            raise SystemExit(f"[{key}] failed with exit {proc.returncode}")
+        steps[key] = {"done": True, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak / 2**20,
+                      "resumed": resumed, "cmd": " ".join(args)}
+        self.save()
+        print(f"[{key}] {steps[key]['seconds']:.0f} s, peak {steps[key]['peak_rss_mb']:.0f} MB", flush=True)
+        return steps[key]
+
+
+def link(src: Path, dst: Path) -> None:
+    """``dst`` -> ``src`` (a row reuses another row's proposals, features or models)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.is_symlink() and not dst.exists():
+        dst.symlink_to(src.resolve(), target_is_directory=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# one column of the table
+
+
+def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[str], share_proposals: Path | None):
+    """Every row of one column; returns ``{row: eval json path}``."""
+    main = bench.root / name
+    cfg = ["--config", str(PIPELINE), *sets, "--set", f"extract.scales=[{scales}]"]
+    if share_proposals is not None:
+        link(share_proposals / "proposals", main / "proposals")
+    for role in ("train", "val", "test"):
+        bench.step(f"{name}/propose/{role}", ["propose", *cfg, "--run", str(main), "--split", splits[role]])
+    for role in ("train", "val", "test"):
+        bench.step(f"{name}/extract/{role}", ["extract", *cfg, "--run", str(main), "--split", splits[role]])
+    test = ["--split", splits["test"]]
+    # fine-tuned fc7 + box regression (the main row)
+    bench.step(f"{name}/finetune", ["finetune", *cfg, "--run", str(main)])
+    bench.step(f"{name}/train-svm/fc7", ["train-svm", *cfg, "--run", str(main), "--features", "fc7"])
+    bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(main)])
+    bench.step(f"{name}/detect/fc7_bbox", ["detect", *cfg, "--run", str(main), *test])
+    bench.step(f"{name}/eval/fc7_bbox", ["eval", *cfg, "--run", str(main), *test, "--metric", "voc07"])
+    out = {"fc7_bbox": main}
+    # fine-tuned fc7 without box regression: the same models
+    fc7 = bench.root / f"{name}_fc7"
+    for part in ("proposals", "features", "models"):
+        link(main / part, fc7 / part)
+    nobb = [*cfg, "--set", "detect.bbox_regression=false"]
+    bench.step(f"{name}/detect/fc7", ["detect", *nobb, "--run", str(fc7), *test])
+    bench.step(f"{name}/eval/fc7", ["eval", *nobb, "--run", str(fc7), *test, "--metric", "voc07"])
+    out["fc7"] = fc7
+    # SVMs on the SPP vector itself, no fine-tuning, no box regression
+    pool = bench.root / f"{name}_pool"
+    for part in ("proposals", "features"):
+        link(main / part, pool / part)
+    pooled = [*nobb, "--set", 'svm.features="pool"']
+    bench.step(f"{name}/train-svm/pool", ["train-svm", *pooled, "--run", str(pool)])
+    bench.step(f"{name}/detect/pool", ["detect", *pooled, "--run", str(pool), *test])
+    bench.step(f"{name}/eval/pool", ["eval", *pooled, "--run", str(pool), *test, "--metric", "voc07"])
+    out["pool"] = pool
+    return {row: folder / "eval" / f"{splits['test']}.json" for row, folder in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def pr_plot(run: Path, test_split: str, data_root: Path, out: Path) -> None:
+    """Precision-recall curve per class of one row's detections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spp_detect.datasets import open_dataset
+    from spp_detect.evaluation.results_io import ClassDetections, read_detections
+    from spp_detect.evaluation.voc_ap import class_ground_truth, evaluate_class
+
+    ds = open_dataset("voc2007", test_split, data_root=str(data_root))
+    dets = read_detections(run / "detections" / f"{test_split}.json", ds)
+    fig, axes = plt.subplots(4, 5, figsize=(16, 13), sharex=True, sharey=True)
+    for label, (name, ax) in enumerate(zip(ds.classes, axes.ravel(), strict=False)):
+        res = evaluate_class(dets.get(name, ClassDetections.empty()), class_ground_truth(ds, label))
+        ax.plot(res.recall, res.precision, lw=1.2)
+        ax.set_title(f"{name}  AP {res.ap:.3f}", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("recall")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("precision")
+    fig.suptitle(f"spp-detect, fine-tuned fc7 + box regression, one scale: VOC 2007 images, {test_split} "
+                 f"({len(ds)} images), voc07 AP")
+    fig.tight_layout()
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    tmp.replace(out)
+
+
+def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
+    s = bench.results["steps"].get(key, {})
+    if not s.get("done"):
+        return "-"
+    note = " (resumed: partial)" if s.get("resumed") else ""
+    return f"{s['seconds']:.0f} s ({s['seconds'] / n_images:.2f} s/img), peak {s['peak_rss_mb'] / 1024:.1f} GB{note}"
+
+
+def _report_helpers():
+    """``machine`` and ``split_report`` of benchmarks/run.py (a script beside this one, not a module)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", HERE / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.machine, mod.split_report
+
+
+def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, started: float) -> None:
+    machine, split_report = _report_helpers()
+
+    lines = ["## VOC 2007 real photographs: the paper's table (CPU)", ""]
+    lines.append(f"`pipelines/voc2007_cpu.toml` (SqueezeNet 1.0 ImageNet conv5, 512 ch, SPP vector 25,600-d; "
+                 f"fast selective search, 2,000 boxes), trained on shared `{splits['train']}` ({counts['train']} "
+                 f"images), model selection on `{splits['val']}` ({counts['val']}), tested on `{splits['test']}` "
+                 f"({counts['test']}); voc07 11-point mAP. The shared annotations have no `difficult` flags, "
+                 "so every object counts (the official protocol ignores difficult ones: expect a little less). "
+                 "Paper: ZF-5 with ImageNet fc layers, official VOC 2007 test.")
+    lines.append("")
+    header = "| features | " + " | ".join(columns) + " | paper 1 scale / 5 scales |"
+    lines += [header, "|---" * (len(columns) + 2) + "|"]
+    maps: dict = {}
+    for row, title in ROWS:
+        cells = []
+        for col, paths in columns.items():
+            p = paths.get(row)
+            if p is not None and p.is_file():
+                maps[(row, col)] = json.loads(p.read_text())
+                cells.append(f"{maps[(row, col)]['mAP']:.4f}")
+            else:
+                cells.append("not yet run")
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {PAPER[row][0] / 100:.3f} / {PAPER[row][1] / 100:.3f} |")
+    lines.append("")
+    for col in columns:
+        have = [r for r, _ in ROWS if (r, col) in maps]
+        if not have:
+            continue
+        lines.append(f"Per-class AP, {col}:")
+        lines.append("")
+        classes = list(maps[(have[0], col)]["ap"])
+        lines.append("| class | " + " | ".join(dict(ROWS)[r] for r in have) + " | n_gt |")
+        lines.append("|---" * (len(have) + 2) + "|")
+        for c in classes:
+            aps = " | ".join(f"{maps[(r, col)]['ap'][c]:.4f}" for r in have)
+            lines.append(f"| {c} | {aps} | {maps[(have[0], col)]['n_gt'][c]} |")
+        lines.append("")
+        checks = []
+        m = {r: maps[(r, col)]["mAP"] for r in have}
+        if "fc7" in m and "pool" in m:
+            checks.append(f"fine-tuned fc7 > SPP vector: {'holds' if m['fc7'] > m['pool'] else 'does not hold'} "
+                          f"({m['fc7']:.4f} vs {m['pool']:.4f})")
+        if "fc7_bbox" in m and "fc7" in m:
+            checks.append(f"fc7 + box regression > fc7: {'holds' if m['fc7_bbox'] > m['fc7'] else 'does not hold'} "
+                          f"({m['fc7_bbox']:.4f} vs {m['fc7']:.4f})")
+        if checks:
+            lines += ["The paper's orderings, " + col + ":", ""] + [f"- {c}" for c in checks] + [""]
+    lines.append("Stage times (wall clock on this machine) and peak resident memory of the stage's process tree:")
+    lines.append("")
+    lines.append("| step | time, peak memory |")
+    lines.append("|---|---|")
+    for key in bench.results["steps"]:
+        role = key.split("/")[-1]
+        n = counts.get(role, counts["test"] if "detect" in key or "eval" in key else counts["train"])
+        lines.append(f"| {key} | {seconds_per_image(bench, key, n)} |")
+    lines.append("")
+    if (HERE / "voc_pr.png").is_file():
+        lines.append("Precision-recall per class, fine-tuned fc7 + box regression, one scale: `benchmarks/voc_pr.png`.")
+        lines.append("")
+    lines.append(f"Machine: {machine()}.")
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    section = "\n".join(lines) + f"\n\n_(bench_voc.py: {time.perf_counter() - started:.0f} s this call, {now})_\n"
+    report = HERE / "REPORT.md"
+    header, blocks = split_report(report.read_text()) if report.is_file() else ("# spp-detect benchmark report\n\n", {})
+    blocks["bench_voc.py"] = section
+    text = header.rstrip("\n") + "\n\n" + "\n".join(blocks[k] for k in sorted(blocks))
+    tmp = report.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(report)
+    print(f"report -> {report}", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", type=Path, default=Path.home() / "spp-bench-voc", help="run folders (outside the checkout)")
+    ap.add_argument("--five-scales", action="store_true", help="also the five-scale column")
+    ap.add_argument("--train-split", default="train")
+    ap.add_argument("--val-split", default="val_mini")
+    ap.add_argument("--test-split", default="val_rest")
+    ap.add_argument("--report-only", action="store_true", help="write the report from what exists; run nothing")
+    args = ap.parse_args()
+    data_root = SHARED / "data"
+    weights = SHARED / "weights" / "squeezenet1_0-imagenet-caffe.pth"
+    if not (data_root / "VOCdevkit" / "VOC2007").is_dir() or not weights.is_file():
+        print(f"needs {data_root}/VOCdevkit/VOC2007 and {weights} (set SPP_SHARED)", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    args.root.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args.root)
+    splits = {"train": args.train_split, "val": args.val_split, "test": args.test_split}
+    sets = ["--set", f'data.data_root="{data_root}"', "--set", f'backbone.weights="{weights}"']
+    for role, split in splits.items():
+        sets += ["--set", f'data.{role}_split="{split}"']
+    counts = {role: len((data_root / "VOCdevkit/VOC2007/ImageSets/Main" / f"{s}.txt").read_text().split())
+              for role, s in splits.items()}
+    plans = {"1 scale (688)": ("spp_1scale", "688", None)}
+    if args.five_scales:  # the same proposals as the one-scale column
+        plans["5 scales (480-1200)"] = ("spp_5scales", FIVE, args.root / "spp_1scale")
+    columns = {col: {row: args.root / (name if row == "fc7_bbox" else f"{name}_{row}") / "eval" / f"{args.test_split}.json"
+                     for row, _ in ROWS} for col, (name, _, _) in plans.items()}
+    for name, scales, share in plans.values():
+        if not args.report_only:
+            try:
+                run_column(bench, name, scales, splits, sets, share)
+            finally:
+                write_report(bench, columns, splits, counts, started)
+        main_eval = args.root / name / "eval" / f"{args.test_split}.json"
+        if name == "spp_1scale" and main_eval.is_file():
+            pr_plot(args.root / name, args.test_split, data_root, HERE / "voc_pr.png")
+    write_report(bench, columns, splits, counts, started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
