@@ -38,19 +38,6 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def rcnn_warp(image: np.ndarray, box: np.ndarray, size: int = 224, context: int = 16) -> np.ndarray:
-    """R-CNN's warp: the box grown so that ``context`` pixels of the warped crop are image context."""
-    import cv2
-
-    x1, y1, x2, y2 = box
-    w, h = x2 - x1 + 1, y2 - y1 + 1
-    sx, sy = context * w / (size - 2 * context), context * h / (size - 2 * context)
-    H, W = image.shape[:2]
-    a, b = int(max(0, np.floor(x1 - sx))), int(max(0, np.floor(y1 - sy)))
-    c, d = int(min(W - 1, np.ceil(x2 + sx))), int(min(H - 1, np.ceil(y2 + sy)))
-    return cv2.resize(image[b : d + 1, a : c + 1], (size, size), interpolation=cv2.INTER_LINEAR)
-
-
 def spp_time(backbone, images, proposals, scales) -> tuple[float, int]:
     from spp_detect.features.extract import Extractor, ExtractSettings
     from spp_detect.roi_spp import RoiSppPooler
@@ -71,6 +58,7 @@ def spp_time(backbone, images, proposals, scales) -> tuple[float, int]:
 
 
 def rcnn_time_per_window(backbone, images, proposals, rng) -> float:
+    from spp_detect.features.rcnn import rcnn_warp
     from spp_detect.spp import spp_pool
 
     pairs = [(i, j) for i, p in enumerate(proposals) for j in range(len(p))]

@@ -124,7 +124,10 @@ class ExtractConfig:
     max_size: int = 2000  # cap on the longer side after resizing (0 = no cap)
     target_size: int = 224  # window scale choice: closest to target^2 area (released code: 208)
     projection: str = "paper"  # paper (floor/ceil rule) | released (centre snapping)
-    cache: str = "conv5"  # conv5 (maps per image and scale, pooled on demand) | pooled
+    cache: str = "conv5"  # conv5 (maps per image and scale, pooled on demand) | pooled (vectors
+    #   at the best scale) | warped (R-CNN, the baseline: each window warped to warp_size and run
+    #   through the trunk alone; its vector stored; scales then unused)
+    warp_size: int = 224  # warped: the trunk's input size (R-CNN's AlexNet: 227)
     flip: bool = False  # also extract horizontally flipped images (training splits)
     device: str = "auto"  # auto | cpu | cuda
     norm_sample_images: int = 200  # images sampled to estimate the mean feature norm

@@ -98,7 +98,8 @@ def extract_settings(cfg: PipelineConfig, images_per_part: int | None = None, sp
     return ExtractSettings(
         scales=e.scales, max_size=e.max_size, target_size=e.target_size, projection=e.projection, cache=e.cache,
         flip=e.flip, levels=cfg.spp.levels, concat_order=cfg.spp.concat_order,
-        norm_sample_images=e.norm_sample_images, norm_sample_windows=e.norm_sample_windows, seed=e.seed, **extra,
+        norm_sample_images=e.norm_sample_images, norm_sample_windows=e.norm_sample_windows, seed=e.seed,
+        warp_size=e.warp_size, **extra,
     )
 
 
@@ -110,6 +111,7 @@ def features_stamp(cfg: PipelineConfig, ds: DetectionDataset, proposals_hash: st
         "backbone": backbone.name, "backbone_weights": backbone_fingerprint(backbone),
         "scales": list(e.scales), "max_size": e.max_size, "target_size": e.target_size, "projection": e.projection,
         "cache": e.cache, "flip": e.flip, "levels": list(cfg.spp.levels), "concat_order": cfg.spp.concat_order,
+        **({"warp_size": e.warp_size} if e.cache == "warped" else {}),
     }
 
 

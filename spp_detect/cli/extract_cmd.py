@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 @click.option("--scales", callback=int_list, default=None, help="Shorter sides, e.g. 480,576,688,864,1200 (688 = single scale).")
 @click.option("--max-size", type=click.IntRange(min=0), default=None, help="Cap on the longer side (0 = none).")
 @click.option("--flip/--no-flip", default=None, help="Also extract mirrored images (training splits).")
-@click.option("--cache", type=click.Choice(["conv5", "pooled"]), default=None,
-              help="conv5: maps, pooled on demand (default); pooled: SPP vectors (the R-CNN way).")
+@click.option("--cache", type=click.Choice(["conv5", "pooled", "warped"]), default=None,
+              help="conv5: maps, pooled on demand (default); pooled: SPP vectors at each window's best scale "
+              "(R-CNN's storage); warped: R-CNN's features, each window warped to extract.warp_size and run "
+              "through the trunk alone (the baseline; slow).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--part-size", type=click.IntRange(min=1), default=None, hidden=True,
               help="Images per part file (testing).")

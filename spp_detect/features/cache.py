@@ -15,7 +15,8 @@ Layout, chosen so that nothing a later stage trusts can be half-written:
     y2)`` inclusive 0-based cell indices, clamped into the map.
   - ``conv5_<k>`` float16 (C, h, w) per scale ``k`` (``cache = "conv5"``), compressed and
     chunked whole-map (it is always read whole), or ``pooled`` float16 (N, D): the SPP vector at
-    the best scale (``cache = "pooled"``, the R-CNN way).
+    the best scale (``cache = "pooled"``, R-CNN's storage), or of each window's own warped crop
+    (``cache = "warped"``, R-CNN's features: :mod:`.rcnn`).
   - ``flip/``: the same for the horizontally mirrored image, when extracted with ``flip``.
 
 - ``<split>.h5``, the index, written last: the stamp (config and input hashes), per-image part
@@ -202,7 +203,7 @@ class FeatureCache:
         index = np.arange(n) if index is None else np.asarray(index, dtype=np.int64)
         best = win.best_scale[index]
         scale = best if scale is None else np.asarray(scale, dtype=np.int64)
-        if self.mode == "pooled":
+        if self.mode in ("pooled", "warped"):
             if not np.array_equal(scale, best):
                 raise ArtifactError(f"{self.path}: a pooled cache has only each window's best scale")
             # a pooled cache is the wasteful R-CNN layout anyway; read the image's rows whole

@@ -53,6 +53,7 @@ class ExtractSettings:
     seed: int = 0
     images_per_part: int = 16
     compression: str = "gzip"  # gzip (small, portable) | lzf (faster, h5py-only)
+    warp_size: int = 224  # cache "warped" (R-CNN): the trunk's input size windows are warped to
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,10 +102,20 @@ class Extractor:
                 return self._cpu_backbone(x.cpu())[0].float()
 
     def run(self, image: np.ndarray, boxes: np.ndarray) -> dict:
-        """Maps at every scale, each window's best scale and its rectangles at every scale."""
+        """Maps at every scale, each window's best scale and its rectangles at every scale.
+
+        With ``cache = "warped"`` (R-CNN): each window's own SPP vector (``pooled``) instead,
+        from its warped crop (:mod:`.rcnn`); one "scale", rectangles left empty.
+        """
         from ..geometry import boxes_to_resized, choose_scales, project_boxes, resize_image
 
         s = self.settings
+        if s.cache == "warped":
+            from .rcnn import warped_features
+
+            pooled = warped_features(self.backbone, image, boxes, s.warp_size, s.levels, s.concat_order, self.device)
+            return {"pooled": pooled, "rects": np.zeros((len(boxes), 1, 4), np.int16),
+                    "best_scale": np.zeros(len(boxes), np.int8)}
         h, w = image.shape[:2]
         maps, rects = [], np.zeros((len(boxes), len(s.scales), 4), np.int16)
         rule = "released" if s.projection == "released" else "paper"
@@ -130,7 +141,9 @@ def _to_stored(result: dict, settings: ExtractSettings, pooler) -> dict:
     Done as soon as an image is extracted, so a part's images wait in memory at half size.
     """
     stored = {"rects": result["rects"], "best_scale": result["best_scale"]}
-    if settings.cache == "conv5":
+    if "pooled" in result:  # R-CNN's warped windows: pooled already
+        stored["pooled"] = result["pooled"].numpy().astype(np.float16)
+    elif settings.cache == "conv5":
         stored["maps"] = [fmap.numpy().astype(np.float16) for fmap in result["maps"]]
     else:
         import torch
@@ -419,7 +432,8 @@ def mean_pool_norm(cache: FeatureCache, settings: ExtractSettings) -> float:
 
 def cache_meta(backbone, settings: ExtractSettings) -> dict:
     return {
-        "scales": list(settings.scales),
+        # a warped (R-CNN) cache has one "scale": every window at the trunk's input size
+        "scales": [settings.warp_size] if settings.cache == "warped" else list(settings.scales),
         "levels": list(settings.levels),
         "concat_order": settings.concat_order,
         "channels": int(backbone.out_channels),
