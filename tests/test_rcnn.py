@@ -26,7 +26,12 @@ def test_warped_cache_holds_each_windows_own_pooled_crop(tmp_path):
     from spp_detect.backbones import build_backbone
     from spp_detect.datasets import load_image, open_dataset
     from spp_detect.features.cache import FeatureCache
-    from spp_detect.features.extract import ExtractSettings, cache_meta, extract_split, finalize_index
+    from spp_detect.features.extract import (
+        ExtractSettings,
+        cache_meta,
+        extract_split,
+        finalize_index,
+    )
     from spp_detect.spp import spp_pool
     from tests.helpers import jittered_proposals, make_voc_tree
 
