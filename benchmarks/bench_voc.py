@@ -145,6 +145,79 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
     return {row: folder / "eval" / f"{splits['test']}.json" for row, folder in out.items()}
 
 
+def subset_dataset(root: Path, data_root: Path, splits: dict, n_train: int, n_test: int) -> Path:
+    """A VOC-style folder of the first ``n_train`` training and ``n_test`` test images (links to
+    the shared images and annotations; only the split lists are new)."""
+    voc = data_root / "VOCdevkit" / "VOC2007"
+    sub = root / "voc_subset"
+    for part in ("Annotations", "JPEGImages"):
+        link(voc / part, sub / part)
+    lists = sub / "ImageSets" / "Main"
+    lists.mkdir(parents=True, exist_ok=True)
+    for name, split, n in (("subset_train", splits["train"], n_train), ("subset_test", splits["test"], n_test)):
+        ids = (voc / "ImageSets" / "Main" / f"{split}.txt").read_text().split()[:n]
+        text = "".join(f"{i}\n" for i in ids)
+        if not (lists / f"{name}.txt").is_file() or (lists / f"{name}.txt").read_text() != text:
+            (lists / f"{name}.txt").write_text(text)
+    return sub
+
+
+def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str]) -> dict:
+    """R-CNN (warped windows through the trunk) and SPP (one scale) on the same subset: SVMs on
+    the pooled vector, without and with box regression; returns ``{(method, row): eval path}``."""
+    out = {}
+    common = [*sets, "--set", f'data.dataset="{sub}"', "--set", 'data.train_split="subset_train"',
+              "--set", 'data.val_split=""', "--set", 'data.test_split="subset_test"', "--set", 'svm.features="pool"',
+              "--set", "extract.flip=false"]
+    first = None
+    for method, extra in (("spp", ["--set", "extract.scales=[688]"]), ("rcnn", ["--set", 'extract.cache="warped"'])):
+        folder = bench.root / f"subset_{method}"
+        cfg = ["--config", str(PIPELINE), *common, *extra]
+        if first is not None:
+            link(first / "proposals", folder / "proposals")
+        for split in ("subset_train", "subset_test"):
+            bench.step(f"subset_{method}/propose/{split}", ["propose", *cfg, "--run", str(folder), "--split", split])
+            bench.step(f"subset_{method}/extract/{split}", ["extract", *cfg, "--run", str(folder), "--split", split])
+        bench.step(f"subset_{method}/train-svm/pool", ["train-svm", *cfg, "--run", str(folder)])
+        bench.step(f"subset_{method}/train-bbox", ["train-bbox", *cfg, "--run", str(folder)])
+        test = ["--split", "subset_test"]
+        bench.step(f"subset_{method}/detect/pool_bbox", ["detect", *cfg, "--run", str(folder), *test])
+        bench.step(f"subset_{method}/eval/pool_bbox", ["eval", *cfg, "--run", str(folder), *test, "--metric", "voc07"])
+        nobb = folder.with_name(folder.name + "_nobbox")
+        for part in ("proposals", "features", "models"):
+            link(folder / part, nobb / part)
+        cfg_nobb = [*cfg, "--set", "detect.bbox_regression=false"]
+        bench.step(f"subset_{method}/detect/pool", ["detect", *cfg_nobb, "--run", str(nobb), *test])
+        bench.step(f"subset_{method}/eval/pool", ["eval", *cfg_nobb, "--run", str(nobb), *test, "--metric", "voc07"])
+        out[(method, "pool_bbox")] = folder / "eval" / "subset_test.json"
+        out[(method, "pool")] = nobb / "eval" / "subset_test.json"
+        first = first or folder
+    return out
+
+
+def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int) -> list[str]:
+    lines = [f"### SPP vs R-CNN on the same trunk, {n_train} training and {n_test} test images", ""]
+    lines.append("The same proposals, SVMs and regressors; R-CNN warps each window (16 px of context) to 224 x 224 "
+                 "and runs the trunk on it alone, SPP runs the trunk once on the image (688) and pools each "
+                 "window's projection; both pool conv5 by the same pyramid (no fine-tuning in either).")
+    lines.append("")
+    lines += ["| features | SPP, 1 scale | R-CNN | SPP - R-CNN |", "|---|---|---|---|"]
+    for row, title in (("pool", "SVM on the pooled vector"), ("pool_bbox", "+ box regression")):
+        got = {m: json.loads(evals[(m, row)].read_text())["mAP"] for m in ("spp", "rcnn") if evals[(m, row)].is_file()}
+        cells = [f"{got[m]:.4f}" if m in got else "not yet run" for m in ("spp", "rcnn")]
+        diff = f"{got['spp'] - got['rcnn']:+.4f}" if len(got) == 2 else "-"
+        lines.append(f"| {title} | {cells[0]} | {cells[1]} | {diff} |")
+    steps = bench.results["steps"]
+    times = {m: [steps.get(f"subset_{m}/extract/{s}", {}) for s in ("subset_train", "subset_test")]
+             for m in ("spp", "rcnn")}
+    if all(t.get("done") and not t.get("resumed") for ts in times.values() for t in ts):
+        per = {m: sum(t["seconds"] for t in ts) / (n_train + n_test) for m, ts in times.items()}
+        lines += ["", f"Feature extraction (decode, conv, pooling, writing), seconds per image: SPP {per['spp']:.2f}, "
+                      f"R-CNN {per['rcnn']:.1f}: SPP is **{per['rcnn'] / per['spp']:.0f}x** faster (target >= 50x)."]
+    lines.append("")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------
 # the report
 
@@ -182,6 +255,15 @@ def pr_plot(run: Path, test_split: str, data_root: Path, out: Path) -> None:
     tmp.replace(out)
 
 
+def images_of_step(key: str, counts: dict, rcnn: tuple | None) -> int:
+    """How many images a step of ``results.json`` went through (for its seconds per image)."""
+    tested = "/detect/" in key or "/eval/" in key or key.endswith("test")
+    if key.startswith("subset_") and rcnn is not None:
+        return rcnn[2] if tested else rcnn[1]
+    role = key.split("/")[-1]
+    return counts[role] if role in counts else counts["test"] if tested else counts["train"]
+
+
 def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     s = bench.results["steps"].get(key, {})
     if not s.get("done"):
@@ -200,7 +282,8 @@ def _report_helpers():
     return mod.machine, mod.split_report
 
 
-def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, started: float) -> None:
+def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, started: float,
+                 rcnn: tuple | None = None) -> None:
     machine, split_report = _report_helpers()
 
     lines = ["## VOC 2007 real photographs: the paper's table (CPU)", ""]
@@ -248,14 +331,14 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
                           f"({m['fc7_bbox']:.4f} vs {m['fc7']:.4f})")
         if checks:
             lines += ["The paper's orderings, " + col + ":", ""] + [f"- {c}" for c in checks] + [""]
+    if rcnn is not None:
+        lines += rcnn_lines(bench, *rcnn)
     lines.append("Stage times (wall clock on this machine) and peak resident memory of the stage's process tree:")
     lines.append("")
     lines.append("| step | time, peak memory |")
     lines.append("|---|---|")
     for key in bench.results["steps"]:
-        role = key.split("/")[-1]
-        n = counts.get(role, counts["test"] if "detect" in key or "eval" in key else counts["train"])
-        lines.append(f"| {key} | {seconds_per_image(bench, key, n)} |")
+        lines.append(f"| {key} | {seconds_per_image(bench, key, images_of_step(key, counts, rcnn))} |")
     lines.append("")
     if (HERE / "voc_pr.png").is_file():
         lines.append("Precision-recall per class, fine-tuned fc7 + box regression, one scale: `benchmarks/voc_pr.png`.")
@@ -280,6 +363,9 @@ def main() -> int:
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--val-split", default="val_mini")
     ap.add_argument("--test-split", default="val_rest")
+    ap.add_argument("--rcnn", action="store_true", help="also R-CNN vs SPP on a subset (R-CNN: hours per 100 images)")
+    ap.add_argument("--rcnn-train", type=int, default=300, help="subset: first N training images")
+    ap.add_argument("--rcnn-test", type=int, default=200, help="subset: first N test images")
     ap.add_argument("--report-only", action="store_true", help="write the report from what exists; run nothing")
     args = ap.parse_args()
     data_root = SHARED / "data"
@@ -310,7 +396,18 @@ def main() -> int:
         main_eval = args.root / name / "eval" / f"{args.test_split}.json"
         if name == "spp_1scale" and main_eval.is_file():
             pr_plot(args.root / name, args.test_split, data_root, HERE / "voc_pr.png")
-    write_report(bench, columns, splits, counts, started)
+    rcnn = None
+    if args.rcnn:
+        sub = subset_dataset(args.root, data_root, splits, args.rcnn_train, args.rcnn_test)
+        evals = {(m, r): args.root / f"subset_{m}{'' if r == 'pool_bbox' else '_nobbox'}" / "eval" / "subset_test.json"
+                 for m in ("spp", "rcnn") for r in ("pool", "pool_bbox")}
+        rcnn = (evals, args.rcnn_train, args.rcnn_test)
+        if not args.report_only:
+            try:
+                run_rcnn_comparison(bench, sub, sets)
+            finally:
+                write_report(bench, columns, splits, counts, started, rcnn)
+    write_report(bench, columns, splits, counts, started, rcnn)
     return 0
 
 
