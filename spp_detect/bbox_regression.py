@@ -62,6 +62,41 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.
     return w, mu_y - mu_x @ w
 
 
+class Reservoir:
+    """A uniform random sample of at most ``size`` rows of a stream (Algorithm R), kept float16.
+
+    Box regression's training windows (every window with IoU >= 0.6, tens of thousands per class
+    at VOC size, 25,600-d each) are sampled while they stream past, so memory stays at ``size``
+    rows per class whatever the dataset's size. Until ``size`` rows have come, every row is kept,
+    in order.
+    """
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size, self.rng, self.seen = size, rng, 0
+        self.x: np.ndarray | None = None
+        self.y: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return min(self.seen, self.size)
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.x is None:
+            self.x = np.empty((0, x.shape[1]), np.float16)
+            self.y = np.empty((0, y.shape[1]), np.float64)
+        room = max(0, self.size - len(self.x))
+        if room:  # filling up: keep them all
+            self.x = np.concatenate([self.x, x[:room].astype(np.float16)])
+            self.y = np.concatenate([self.y, y[:room]])
+        for i in range(min(room, len(x)), len(x)):  # then each row replaces a random one with p = size / seen
+            j = self.rng.integers(0, self.seen + i + 1)
+            if j < self.size:
+                self.x[j], self.y[j] = x[i], y[i]
+        self.seen += len(x)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x.astype(np.float32), self.y
+
+
 class BoxRegressors:
     """One ridge regressor per class; ``weights[c]`` is (D, 4), ``bias[c]`` (4,); a class
     without training windows keeps zeros (boxes unchanged)."""

@@ -337,7 +337,7 @@ def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, o
                    max_per_class: int = 5000) -> dict:
     import numpy as np
 
-    from .bbox_regression import BoxRegressors, encode, fit_ridge
+    from .bbox_regression import BoxRegressors, Reservoir, encode, fit_ridge
     from .io_utils import open_h5_checked
     from .progress import progress
     from .scoring import FeatureProvider
@@ -355,9 +355,9 @@ def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, o
     provider = FeatureProvider("pool", cache, target=cfg.extract.norm_target)
     k = len(train_ds.classes)
     rng = np.random.default_rng(0)
-    xs: list[list[np.ndarray]] = [[] for _ in range(k)]
-    ys: list[list[np.ndarray]] = [[] for _ in range(k)]
-    seen = np.zeros(k, np.int64)
+    # bounded memory and solve time: a uniform random sample of each class's windows, drawn as
+    # they stream past (every window is kept when there are no more than max_per_class)
+    samples = [Reservoir(max_per_class, rng) for _ in range(k)]
     for image_id in progress(cache.image_ids, desc="train-bbox", unit="img"):
         record = train_ds.record(image_id)
         win = cache.windows(image_id)
@@ -370,25 +370,19 @@ def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, o
         targets = encode(win.boxes[sel], gt_boxes[lab.gt_index[sel]])
         for c in np.unique(lab.gt_label[sel]):
             m = lab.gt_label[sel] == c
-            xs[c].append(feats[m])
-            ys[c].append(targets[m])
-            seen[c] += int(m.sum())
+            samples[c].add(feats[m], targets[m])
     dim = cache.dim
     weights = np.zeros((k, dim, 4), np.float32)
     bias = np.zeros((k, 4), np.float32)
     counts = []
     for c in range(k):
-        if not xs[c]:
-            counts.append(0)
+        counts.append(len(samples[c]))
+        if not len(samples[c]):
             continue
-        x, y = np.concatenate(xs[c]), np.concatenate(ys[c])
-        if len(x) > max_per_class:
-            # bounded memory and solve time: a fixed random subset of the class's windows
-            pick = rng.choice(len(x), max_per_class, replace=False)
-            x, y = x[pick], y[pick]
+        x, y = samples[c].arrays()
+        samples[c] = None  # the sample's memory goes as soon as its class is fitted
         w, b = fit_ridge(x, y, bb.ridge_lambda)
         weights[c], bias[c] = w, b
-        counts.append(len(x))
     BoxRegressors(weights, bias, 1.0).save(out, {"stamp": stamp, "classes": list(train_ds.classes), "counts": counts})
     return {"path": str(out), "windows_per_class": counts}
 

@@ -197,3 +197,29 @@ def test_resume_never_unpickles_code_from_a_checkpoint(tiny_run, tmp_path):
     with pytest.raises(ArtifactError, match="finetune.ckpt: not a fine-tuning checkpoint"):
         run_finetune(replace(cfg, run=str(mine)), mine, train, None, resume=True)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_reservoir_keeps_everything_until_full_then_a_uniform_sample():
+    from spp_detect.bbox_regression import Reservoir
+
+    rng = np.random.default_rng(0)
+    small = Reservoir(50, rng)
+    small.add(np.arange(30.0).reshape(10, 3), np.arange(40.0).reshape(10, 4))
+    small.add(np.arange(30.0, 60.0).reshape(10, 3), np.arange(40.0, 80.0).reshape(10, 4))
+    x, y = small.arrays()
+    np.testing.assert_array_equal(x, np.arange(60.0).reshape(20, 3))  # under the size: all, in order
+    np.testing.assert_array_equal(y, np.arange(80.0).reshape(20, 4))
+    # over many streams of 1,000 rows in batches, a 100-row reservoir holds each row with p = 0.1
+    hits = np.zeros(1000)
+    for seed in range(300):
+        r = Reservoir(100, np.random.default_rng(seed))
+        for s in range(0, 1000, 37):
+            ids = np.arange(s, min(s + 37, 1000), dtype=np.float64)[:, None]
+            r.add(ids, np.repeat(ids, 4, 1))
+        x, y = r.arrays()
+        assert len(r) == 100 and len(np.unique(x[:, 0])) == 100
+        np.testing.assert_array_equal(x[:, 0], y[:, 0])  # features and targets stay paired
+        hits[x[:, 0].astype(int)] += 1
+    p = hits / 300
+    assert abs(p.mean() - 0.1) < 1e-9 and p[:100].mean() == pytest.approx(0.1, abs=0.02)
+    assert p[-100:].mean() == pytest.approx(0.1, abs=0.02)
