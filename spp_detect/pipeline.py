@@ -395,6 +395,7 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
     from .io_utils import check_overwrite
     from .progress import progress
     from .scoring import DetectParams, detect_image
+    from .svm import window_keys
 
     d = cfg.detect
     out_json = Path(run) / "detections" / f"{ds.split}.json"
@@ -414,9 +415,15 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
         record = ds.record(image_id)
         win = cache.windows(image_id)
         idx = np.arange(win.n_gt, len(win.boxes))  # proposals only: ground truth is not an input
-        pooled = provider.pooled(image_id, idx, windows=win)
-        feats = provider.from_pooled(pooled)
-        for c, boxes, scores in detect_image(feats, pooled.cpu().numpy(), win.boxes[idx], w, b, regressors,
+        # windows projecting onto the same conv5 cells at the same scale have the same features:
+        # compute them once (the boxes, and so NMS and regression, stay per window)
+        best = win.best_scale[idx]
+        _, first, inverse = np.unique(window_keys(win.rects[idx, best], best), return_index=True,
+                                      return_inverse=True)
+        pooled = provider.pooled(image_id, idx[first], windows=win)
+        feats = provider.from_pooled(pooled)[inverse]
+        pooled = pooled.cpu().numpy()[inverse]
+        for c, boxes, scores in detect_image(feats, pooled, win.boxes[idx], w, b, regressors,
                                              record.height, record.width, params):
             collector.add(image_id, c, boxes, scores)
     dets = collector.finish()

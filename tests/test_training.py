@@ -223,3 +223,41 @@ def test_reservoir_keeps_everything_until_full_then_a_uniform_sample():
     p = hits / 300
     assert abs(p.mean() - 0.1) < 1e-9 and p[:100].mean() == pytest.approx(0.1, abs=0.02)
     assert p[-100:].mean() == pytest.approx(0.1, abs=0.02)
+
+
+def test_detect_computes_each_conv5_window_once_with_the_same_detections(tiny_run):
+    # windows with the same conv5 rectangle and scale share features: detect scores them once;
+    # the detections must be those of scoring every window on its own
+    from spp_detect.bbox_regression import BoxRegressors
+    from spp_detect.evaluation.results_io import read_detections
+    from spp_detect.features.cache import FeatureCache
+    from spp_detect.pipeline import feature_provider, load_svms, models_dir
+    from spp_detect.scoring import DetectParams, detect_image
+
+    cfg, run, root = tiny_run
+    train, val, test = (open_dataset(str(root), s) for s in ("train", "val", "test"))
+    run_finetune(cfg, run, train, val)
+    run_train_svm(cfg, run, train)
+    run_train_bbox(cfg, run, train)
+    run_detect(cfg, run, test, overwrite=True)
+    got = read_detections(run / "detections" / "test.json", test)
+    w, b, kind, _ = load_svms(run)
+    cache = FeatureCache(features_path(run, "test"))
+    provider, _ = feature_provider(cfg, run, cache, kind)
+    regressors = BoxRegressors.load(models_dir(run) / "bbox.h5")
+    d = cfg.detect
+    params = DetectParams(d.score_floor, d.nms_iou, d.max_per_class, d.bbox_regression)
+    n_windows = n_unique = 0
+    for image_id in cache.image_ids:
+        record, win = test.record(image_id), cache.windows(image_id)
+        idx = np.arange(win.n_gt, len(win.boxes))
+        n_windows += len(idx)
+        n_unique += len({tuple(win.rects[i, win.best_scale[i]]) + (win.best_scale[i],) for i in idx})
+        pooled = provider.pooled(image_id, idx, windows=win)
+        for c, boxes, scores in detect_image(provider.from_pooled(pooled), pooled.numpy(), win.boxes[idx], w, b,
+                                             regressors, record.height, record.width, params):
+            mine = got[test.classes[c]]
+            m = np.asarray(mine.image_ids) == image_id
+            np.testing.assert_allclose(np.sort(np.asarray(mine.scores)[m]), np.sort(scores), rtol=1e-4, atol=1e-4)
+            assert m.sum() == len(scores)
+    assert n_unique < n_windows  # the data has shared windows, so the shortcut was exercised
