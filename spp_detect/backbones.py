@@ -39,11 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import BACKBONE_NAMES
 from .errors import ArtifactError, ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKBONES: tuple[str, ...] = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "resnet50")
+BACKBONES: tuple[str, ...] = BACKBONE_NAMES  # the names backbone.name accepts (spp_detect/config.py)
 BACKBONE_FORMAT = "spp-detect-backbone"  # the "format" key of a backbone.pt this project writes
 BACKBONE_FORMAT_VERSION = 1
 PRETRAIN_FILE = ("pretrain", "backbone.pt")  # RUN/pretrain/backbone.pt

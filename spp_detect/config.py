@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 import types
 import typing
@@ -29,6 +30,60 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+
+# ---------------------------------------------------------------------------------------------
+# what each field accepts, declared with the field and checked whenever a config is merged
+
+BACKBONE_NAMES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "resnet50")  # what spp_detect.backbones builds
+
+
+def one_of(default: str, *others: str):
+    """A string field: ``default`` or one of ``others``."""
+    return field(default=default, metadata={"choices": (default, *[o for o in others if o != default])})
+
+
+def matching(default: str, pattern: str, says: str):
+    """A string field matching the regular expression ``pattern`` (``says`` words it for errors)."""
+    return field(default=default, metadata={"pattern": pattern, "says": says})
+
+
+def at_least(default, low):
+    """A number field ``>= low``."""
+    return field(default=default, metadata={"low": low})
+
+
+def within(default, low, high, low_open: bool = False, high_open: bool = False):
+    """A number field in ``[low, high]`` (either end open when asked)."""
+    return field(default=default, metadata={"low": low, "high": high, "low_open": low_open, "high_open": high_open})
+
+
+def each_at_least(default: tuple, low, nonempty: bool = False):
+    """A list field whose every item is ``>= low`` (and that has one at least when ``nonempty``)."""
+    return field(default=default, metadata={"low": low, "each": True, "nonempty": nonempty})
+
+
+def check_value(where: str, value, rule: dict) -> None:
+    """Raise :class:`ConfigError` naming ``where`` and ``value`` if ``value`` breaks ``rule``."""
+    import re
+
+    if "choices" in rule and value not in rule["choices"]:
+        raise ConfigError(f"{where}: unknown value {value!r}; use one of {', '.join(rule['choices'])}")
+    if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
+        raise ConfigError(f"{where}: unknown value {value!r}; use {rule['says']}")
+    if rule.get("each"):
+        if rule.get("nonempty") and not value:
+            raise ConfigError(f"{where}: needs at least one value, got []")
+        for i, item in enumerate(value):
+            check_value(f"{where}[{i}]", item, {k: v for k, v in rule.items() if k not in ("each", "nonempty")})
+        return
+    low, high = rule.get("low"), rule.get("high")
+    if low is not None and (value <= low if rule.get("low_open") else value < low):
+        raise ConfigError(f"{where}: {value!r} is out of range; it must be {'>' if rule.get('low_open') else '>='} {low}"
+                          + (f" and {'<' if rule.get('high_open') else '<='} {high}" if high is not None else ""))
+    if high is not None and (value >= high if rule.get("high_open") else value > high):
+        raise ConfigError(f"{where}: {value!r} is out of range; it must be {'<' if rule.get('high_open') else '<='} {high}"
+                          + (f" and {'>' if rule.get('low_open') else '>='} {low}" if low is not None else ""))
 
 
 @dataclass(frozen=True)
@@ -57,153 +112,153 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ProposeConfig:
-    mode: str = "fast"  # selective search recipe: fast (the paper's mode) | quality | lite (4 passes, CPU demo)
-    max_proposals: int = 2000  # kept per image, in rank order
-    min_size: int = 20  # boxes narrower or shorter than this many pixels are dropped
-    workers: int = 0  # worker processes; 0 = all cores
-    resize_to: int = 0  # run selective search on an image with this shorter side (0 = original)
+    mode: str = one_of("fast", "lite", "fast", "quality")  # selective search recipe: fast (the paper's mode) | quality | lite (4 passes, CPU demo)
+    max_proposals: int = at_least(2000, 1)  # kept per image, in rank order
+    min_size: int = at_least(20, 1)  # boxes narrower or shorter than this many pixels are dropped
+    workers: int = at_least(0, 0)  # worker processes; 0 = all cores
+    resize_to: int = at_least(0, 0)  # run selective search on an image with this shorter side (0 = original)
     # a box whose IoU with a better-ranked kept box exceeds this is dropped, so the
     # max_proposals budget is not spent on near-copies (1.0 = keep them; exact copies always go)
-    near_duplicate_iou: float = 0.9
+    near_duplicate_iou: float = within(0.9, 0.0, 1.0, low_open=True)
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    name: str = "zf5"  # zf5 | alexnet | vgg16 | squeezenet1_0 | resnet50
+    name: str = one_of("zf5", *BACKBONE_NAMES)  # zf5 | alexnet | vgg16 | squeezenet1_0 | resnet50
     weights: str = "none"  # none | imagenet | a state_dict path | a run folder (pretrained here)
-    input_convention: str = "auto"  # auto | torchvision | caffe: how pixels are normalised
+    input_convention: str = one_of("auto", "torchvision", "caffe", "released")  # auto | torchvision | caffe: how pixels are normalised
     # (also "released": the SPP-net code's BGR 0..255 minus 128; auto picks per weight source)
-    width: float = 1.0  # zf5 only: channel multiplier (0.25 -> 24..64 channels, for CPU demos); 1.0 = the paper's ZF-5
-    channels: tuple[int, ...] = ()  # zf5 only: conv1..conv5 output channels given outright, e.g. wider at
+    width: float = within(1.0, 0.0, 64.0, low_open=True)  # zf5 only: channel multiplier (0.25 -> 24..64 channels, for CPU demos); 1.0 = the paper's ZF-5
+    channels: tuple[int, ...] = each_at_least((), 1)  # zf5 only: conv1..conv5 output channels given outright, e.g. wider at
     #   the top than width allows; () = the paper's times width (which must then stay 1.0)
     batch_norm: bool = False  # zf5 only: BatchNorm after each conv, and no LRN (not the paper's; trains from scratch much faster)
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    mode: str = "crops"  # crops (the paper's: object crops warped to a size) | windows (windows of whole
+    mode: str = one_of("crops", "windows")  # crops (the paper's: object crops warped to a size) | windows (windows of whole
     #   images pooled from their conv5 map at the extraction's scales, as the detector sees them;
     #   spp_detect/window_pretrain.py)
-    sizes: tuple[int, ...] = (224, 180)  # crops mode: crop sizes, one epoch per size, alternating
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.01  # SGD, cosine-decayed to 0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    crops_per_image: int = 4  # object crops per training image per epoch
-    background_crops: int = 1  # background crops per image (the extra "background" class)
-    eval_sizes: tuple[int, ...] = (224, 180, 200)  # crops mode: sizes validation top-1 is reported at
+    sizes: tuple[int, ...] = each_at_least((224, 180), 16, nonempty=True)  # crops mode: crop sizes, one epoch per size, alternating
+    epochs: int = at_least(10, 0)
+    batch_size: int = at_least(64, 1)
+    lr: float = within(0.01, 0.0, math.inf, low_open=True)  # SGD, cosine-decayed to 0
+    momentum: float = within(0.9, 0.0, 1.0, high_open=True)
+    weight_decay: float = at_least(5e-4, 0.0)
+    crops_per_image: int = at_least(4, 0)  # object crops per training image per epoch
+    background_crops: int = at_least(1, 0)  # background crops per image (the extra "background" class)
+    eval_sizes: tuple[int, ...] = each_at_least((224, 180, 200), 16)  # crops mode: sizes validation top-1 is reported at
     #   (windows mode: every extraction scale)
-    workers: int = 0  # data-loading worker processes
+    workers: int = at_least(0, 0)  # data-loading worker processes
     seed: int = 0
-    fc_dim: int = 4096  # width of the classification head's fc6 and fc7 (paper: 4096)
-    dropout: float = 0.5  # after fc6 and fc7
-    context: float = 0.1  # object crops extend each side by this fraction of the box (training: 0..2x, random)
-    background_iou: float = 0.3  # background crops have IoU below this with every object
+    fc_dim: int = at_least(4096, 1)  # width of the classification head's fc6 and fc7 (paper: 4096)
+    dropout: float = within(0.5, 0.0, 1.0, high_open=True)  # after fc6 and fc7
+    context: float = at_least(0.1, 0.0)  # object crops extend each side by this fraction of the box (training: 0..2x, random)
+    background_iou: float = within(0.3, 0.0, 1.0)  # background crops have IoU below this with every object
     distractor_classes: bool = False  # also name the dataset's annotated distractors (the synthetic
     #   dataset's look-alikes, <distractor> in its XML), each kind a class of its own, as ImageNet
     #   names far more kinds of thing than the detector; detection datasets only
-    windows_per_image: int = 32  # windows mode: windows drawn per image and step
-    fg_fraction: float = 0.25  # windows mode: fraction of them on an object
-    fg_iou: float = 0.5  # windows mode: IoU with an object for its label; below it with all: background
-    warmup: float = 0.05  # fraction of the steps with a linear lr ramp from 0 (no BatchNorm in ZF-5)
-    optimizer: str = "sgd"  # sgd (momentum, the paper's) | adamw (momentum = beta1; learns much faster
+    windows_per_image: int = at_least(32, 1)  # windows mode: windows drawn per image and step
+    fg_fraction: float = within(0.25, 0.0, 1.0)  # windows mode: fraction of them on an object
+    fg_iou: float = within(0.5, 0.0, 1.0, low_open=True)  # windows mode: IoU with an object for its label; below it with all: background
+    warmup: float = within(0.05, 0.0, 1.0)  # fraction of the steps with a linear lr ramp from 0 (no BatchNorm in ZF-5)
+    optimizer: str = one_of("sgd", "adamw")  # sgd (momentum, the paper's) | adamw (momentum = beta1; learns much faster
     #   from scratch in a few CPU minutes, with lr about 1e-3)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = matching("auto", r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")  # auto | cpu | cuda
 
 
 @dataclass(frozen=True)
 class SppConfig:
-    levels: tuple[int, ...] = (6, 3, 2, 1)  # pyramid levels n (n x n bins each)
-    concat_order: str = "coarse_first"  # coarse_first (released network: 1,2,3,6) | as_given
+    levels: tuple[int, ...] = each_at_least((6, 3, 2, 1), 1, nonempty=True)  # pyramid levels n (n x n bins each)
+    concat_order: str = one_of("coarse_first", "as_given")  # coarse_first (released network: 1,2,3,6) | as_given
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    scales: tuple[int, ...] = (480, 576, 688, 864, 1200)  # shorter side; released code: 874 for 864
-    max_size: int = 2000  # cap on the longer side after resizing (0 = no cap)
-    target_size: int = 224  # window scale choice: closest to target^2 area (released code: 208)
-    projection: str = "paper"  # paper (floor/ceil rule) | released (centre snapping)
-    cache: str = "conv5"  # conv5 (maps per image and scale, pooled on demand) | pooled (vectors
+    scales: tuple[int, ...] = each_at_least((480, 576, 688, 864, 1200), 16, nonempty=True)  # shorter side; released code: 874 for 864
+    max_size: int = at_least(2000, 0)  # cap on the longer side after resizing (0 = no cap)
+    target_size: int = at_least(224, 1)  # window scale choice: closest to target^2 area (released code: 208)
+    projection: str = one_of("paper", "released")  # paper (floor/ceil rule) | released (centre snapping)
+    cache: str = one_of("conv5", "pooled", "warped")  # conv5 (maps per image and scale, pooled on demand) | pooled (vectors
     #   at the best scale) | warped (R-CNN, the baseline: each window warped to warp_size and run
     #   through the trunk alone; its vector stored; scales then unused)
-    warp_size: int = 224  # warped: the trunk's input size (R-CNN's AlexNet: 227)
+    warp_size: int = at_least(224, 16)  # warped: the trunk's input size (R-CNN's AlexNet: 227)
     flip: bool = False  # also extract horizontally flipped images (training splits)
-    device: str = "auto"  # auto | cpu | cuda
-    norm_sample_images: int = 200  # images sampled to estimate the mean feature norm
-    norm_sample_windows: int = 200  # windows per sampled image
-    norm_target: float = 20.0  # features are scaled to this mean L2 norm
+    device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda
+    norm_sample_images: int = at_least(200, 1)  # images sampled to estimate the mean feature norm
+    norm_sample_windows: int = at_least(200, 1)  # windows per sampled image
+    norm_target: float = within(20.0, 0.0, math.inf, low_open=True)  # features are scaled to this mean L2 norm
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    fc_dim: int = 4096  # width of fc6 and fc7
-    init: str = "pretrained"  # pretrained (fc layers of 'spp-detect pretrain' when their shapes fit) | random
-    dropout: float = 0.5
-    iterations: int = 300000
-    lr: float = 1e-4  # paper: 1e-4 for 250k iterations then 1e-5; released code: 1e-3
-    lr_steps: tuple[int, ...] = (250000,)  # iterations at which lr is divided by 10
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128  # windows per batch
-    images_per_batch: int = 16  # a batch's windows come from this many images (conv5 maps read per step)
-    fg_fraction: float = 0.25
-    fg_iou: float = 0.5  # foreground: max IoU with a ground-truth box >= this
-    bg_iou_low: float = 0.1  # background: max IoU in [bg_iou_low, fg_iou)
+    fc_dim: int = at_least(4096, 1)  # width of fc6 and fc7
+    init: str = one_of("pretrained", "random")  # pretrained (fc layers of 'spp-detect pretrain' when their shapes fit) | random
+    dropout: float = within(0.5, 0.0, 1.0, high_open=True)
+    iterations: int = at_least(300000, 1)
+    lr: float = within(1e-4, 0.0, math.inf, low_open=True)  # paper: 1e-4 for 250k iterations then 1e-5; released code: 1e-3
+    lr_steps: tuple[int, ...] = each_at_least((250000,), 1)  # iterations at which lr is divided by 10
+    momentum: float = within(0.9, 0.0, 1.0, high_open=True)
+    weight_decay: float = at_least(5e-4, 0.0)
+    batch_size: int = at_least(128, 1)  # windows per batch
+    images_per_batch: int = at_least(16, 1)  # a batch's windows come from this many images (conv5 maps read per step)
+    fg_fraction: float = within(0.25, 0.0, 1.0)
+    fg_iou: float = within(0.5, 0.0, 1.0, low_open=True)  # foreground: max IoU with a ground-truth box >= this
+    bg_iou_low: float = within(0.1, 0.0, 1.0, high_open=True)  # background: max IoU in [bg_iou_low, fg_iou)
     flip: bool = True  # training images plus horizontal flips
     random_scale: bool = True  # training picks a random scale per window
-    val_every: int = 10000  # iterations between validations (model selection) and checkpoints
-    val_images: int = 100  # validation windows come from this many val images (fixed sample)
+    val_every: int = at_least(10000, 1)  # iterations between validations (model selection) and checkpoints
+    val_images: int = at_least(100, 1)  # validation windows come from this many val images (fixed sample)
     # RAM for training windows: their pooled vectors when they all fit (pooled once and kept);
     # else a fixed sample of each image's windows is pooled once into a float16 file beside
     # head.pt (read through the page cache, removed when done); 0 = pool them on every step
-    memory_mb: int = 4096
-    fg_per_image: int = 16  # the sample: foreground windows per image and mirror
-    bg_per_image: int = 48  #   and background windows
-    workers: int = 0
-    device: str = "auto"  # auto | cpu | cuda: where the head trains
+    memory_mb: int = at_least(4096, 0)
+    fg_per_image: int = at_least(16, 1)  # the sample: foreground windows per image and mirror
+    bg_per_image: int = at_least(48, 1)  #   and background windows
+    workers: int = at_least(0, 0)
+    device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda: where the head trains
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class SvmConfig:
-    features: str = "fc7"  # fc7 (fine-tuned head) | pool (the SPP vector, no fine-tuning)
-    C: float = 0.001
-    positive_weight: float = 2.0
-    bias_feature: float = 10.0
-    negative_iou: float = 0.3  # negatives: IoU < this with every ground-truth box of the class
+    features: str = one_of("fc7", "pool")  # fc7 (fine-tuned head) | pool (the SPP vector, no fine-tuning)
+    C: float = within(0.001, 0.0, math.inf, low_open=True)
+    positive_weight: float = within(2.0, 0.0, math.inf, low_open=True)
+    bias_feature: float = at_least(10.0, 0.0)
+    negative_iou: float = within(0.3, 0.0, 1.0, low_open=True)  # negatives: IoU < this with every ground-truth box of the class
     hard_threshold: float = -1.0001  # after the first image, negatives scoring above are added
     evict_threshold: float = -1.2  # after each retrain, cached negatives scoring below are dropped
-    retrain_every: int = 2000  # retrain when this many new negatives have been added
-    max_negatives: int = 20000  # per class, cached negatives kept after a retrain (the hardest);
+    retrain_every: int = at_least(2000, 1)  # retrain when this many new negatives have been added
+    max_negatives: int = at_least(20000, 1)  # per class, cached negatives kept after a retrain (the hardest);
     #   with retrain_every this bounds the caches' memory (spp_detect/svm.py)
-    memory_mb: int = 4096  # RAM for the fits running at once (liblinear copies its rows: about
+    memory_mb: int = at_least(4096, 1)  # RAM for the fits running at once (liblinear copies its rows: about
     #   36 bytes per non-zero feature value); a fit larger than this runs alone
-    workers: int = 0  # classes trained in parallel processes; 0 = all cores
-    device: str = "auto"  # auto | cpu | cuda: where features are pooled and fc7 computed (liblinear: CPU)
+    workers: int = at_least(0, 0)  # classes trained in parallel processes; 0 = all cores
+    device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda: where features are pooled and fc7 computed (liblinear: CPU)
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class BboxConfig:
-    min_iou: float = 0.6  # training windows: IoU >= this with a ground-truth box (released: 0.5)
-    ridge_lambda: float = 1000.0  # released code: 4000 with target whitening
+    min_iou: float = within(0.6, 0.0, 1.0, low_open=True)  # training windows: IoU >= this with a ground-truth box (released: 0.5)
+    ridge_lambda: float = at_least(1000.0, 0.0)  # released code: 4000 with target whitening
 
 
 @dataclass(frozen=True)
 class DetectConfig:
     score_floor: float = -1.5  # per-class score floor before NMS (released code)
-    nms_iou: float = 0.3
-    max_per_class: int = 100  # boxes per class per image
+    nms_iou: float = within(0.3, 0.0, 1.0, low_open=True)
+    max_per_class: int = at_least(100, 1)  # boxes per class per image
     bbox_regression: bool = True
     score_threshold: float = 0.0  # loose-image mode: boxes drawn and written above this score
-    device: str = "auto"  # auto | cpu | cuda: where windows are pooled and scored
+    device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda: where windows are pooled and scored
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    metric: str = "voc07"  # voc07 (11-point) | voc10 (area) | coco (pycocotools)
+    metric: str = one_of("voc07", "voc10", "coco")  # voc07 (11-point) | voc10 (area) | coco (pycocotools)
 
 
 @dataclass(frozen=True)
@@ -284,6 +339,9 @@ def merge(obj, updates: dict, where: str = ""):
             changes[key] = merge(current, value, f"{path}.")
         else:
             changes[key] = _coerce(value, hints[key], path)
+            rule = next(f.metadata for f in fields(obj) if f.name == key)
+            if rule:
+                check_value(path, changes[key], rule)
     return replace(obj, **changes)
 
 

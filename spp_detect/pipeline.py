@@ -196,8 +196,6 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     _, world_size = world()
     if world_size > 1:
         _init_distributed()
-    if f.init not in ("pretrained", "random"):
-        raise ConfigError(f"finetune.init: unknown value {f.init!r}; use pretrained or random")
     cache = open_features(run, train_ds)
     # how many processes and which device do not change the result: left out of the stamp. RAM can:
     # windows that do not fit come from a sample (fg/bg_per_image, stamped), but a different
