@@ -52,8 +52,15 @@ def load_head(path: Path, expect: dict | None = None) -> tuple[SppHead, dict]:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: not found; run 'spp-detect finetune' first")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    meta = json.loads(obj["meta"])
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        meta = json.loads(obj["meta"])
+        state = obj["state_dict"]
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not an object")
+    except Exception as exc:  # noqa: BLE001 - truncated, foreign or crafted files all get this message
+        raise ArtifactError(f"{path}: not a fine-tuned head this version can read ({exc}); "
+                            "rerun 'spp-detect finetune --overwrite'") from None
     if meta.get("format") != HEAD_FORMAT or meta.get("format_version") != HEAD_VERSION:
         raise ArtifactError(f"{path}: not a version-{HEAD_VERSION} fine-tuned head; rerun 'spp-detect finetune'")
     for key, value in (expect or {}).items():
@@ -63,5 +70,8 @@ def load_head(path: Path, expect: dict | None = None) -> tuple[SppHead, dict]:
                 "rerun 'spp-detect finetune --overwrite'"
             )
     head = SppHead(meta["in_dim"], meta["fc_dim"], meta["n_classes"], dropout=meta.get("dropout", 0.5))
-    head.load_state_dict(obj["state_dict"])
+    try:
+        head.load_state_dict(state)
+    except (RuntimeError, KeyError) as exc:
+        raise ArtifactError(f"{path}: weights do not fit the head its metadata describes ({exc})") from None
     return head.eval(), meta

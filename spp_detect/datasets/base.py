@@ -125,18 +125,20 @@ def load_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def validate_box(path, field_name: str, box, width: int | None, height: int | None) -> None:
+def validate_box(path, field_name: str, box, width: int | None, height: int | None, slack: float = 0.0) -> None:
     """Raise :class:`DataError` for a box with x1 > x2, y1 > y2, or outside the image.
 
-    ``box`` is internal convention (0-based inclusive); ``width``/``height`` may be None
-    when the image size is unknown.
+    ``box`` is internal convention (0-based inclusive); ``width``/``height`` (the image's size)
+    may be None when unknown. ``slack``: how far past the last pixel the right and bottom edges
+    may reach (COCO's continuous boxes may end on the image's far edge, one pixel past the last).
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     if not all(np.isfinite([x1, y1, x2, y2])):
         raise DataError(path, "box has a non-finite coordinate", field_name, [x1, y1, x2, y2])
     if x1 > x2 or y1 > y2:
         raise DataError(path, "box has x1 > x2 or y1 > y2", field_name, [x1, y1, x2, y2])
-    if x1 < 0 or y1 < 0 or (width is not None and x2 > width - 1) or (height is not None and y2 > height - 1):
+    if (x1 < 0 or y1 < 0 or (width is not None and x2 > width - 1 + slack)
+            or (height is not None and y2 > height - 1 + slack)):
         raise DataError(
             path,
             f"box lies outside the {width}x{height} image",

@@ -27,6 +27,25 @@ def _require(obj: dict, key: str, path: Path, where: str):
     return obj[key]
 
 
+def _integer(obj: dict, key: str, path: Path, where: str, positive: bool = False) -> int:
+    value = _require(obj, key, path, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise DataError(path, "must be an integer", where, value)
+    if positive and value <= 0:
+        raise DataError(path, "must be positive", where, value)
+    return int(value)
+
+
+def _image_path(image_dir: Path, file_name, path: Path, where: str) -> Path:
+    """``image_dir / file_name``, refusing a name that leaves ``image_dir`` (absolute, or ``..``)."""
+    if not isinstance(file_name, str) or not file_name:
+        raise DataError(path, "must be a file name", where, file_name)
+    name = Path(file_name)
+    if name.is_absolute() or ".." in name.parts:
+        raise DataError(path, f"must be a path inside the image folder {image_dir}", where, file_name)
+    return image_dir / name
+
+
 def read_coco(ann_file: str | Path, image_dir: str | Path, split: str | None = None, skip_bad: bool = False) -> DetectionDataset:
     """Read a COCO instances file; images are looked up in ``image_dir`` by ``file_name``."""
     ann_file = Path(ann_file)
@@ -42,36 +61,50 @@ def read_coco(ann_file: str | Path, image_dir: str | Path, split: str | None = N
     cat_ids = tuple(int(c["id"]) for c in cats)
     label_of = {cid: i for i, cid in enumerate(cat_ids)}
 
+    if not isinstance(images, list) or not isinstance(anns, list):
+        raise DataError(ann_file, "must be a list", "images" if not isinstance(images, list) else "annotations")
+    if not images:
+        raise DataError(ann_file, "the file lists no image", "images", [])
+    image_ids: dict = {}
+    for k, img in enumerate(images):
+        img_id = _integer(img, "id", ann_file, f"images[{k}].id")
+        if img_id in image_ids:
+            raise DataError(ann_file, f"image id also used by images[{image_ids[img_id]}]", f"images[{k}].id", img_id)
+        image_ids[img_id] = k
     by_image: dict[int, list[dict]] = {}
     for k, a in enumerate(anns):
-        by_image.setdefault(_require(a, "image_id", ann_file, f"annotations[{k}].image_id"), []).append(a)
+        img_id = _integer(a, "image_id", ann_file, f"annotations[{k}].image_id")
+        if img_id not in image_ids:
+            raise DataError(ann_file, "no image has this id", f"annotations[{k}].image_id", img_id)
+        by_image.setdefault(img_id, []).append(a)
 
     records: list[ImageRecord] = []
     n_bad = 0
     for k, img in enumerate(images):
         try:
-            img_id = _require(img, "id", ann_file, f"images[{k}].id")
+            img_id = int(img["id"])
             file_name = _require(img, "file_name", ann_file, f"images[{k}].file_name")
-            width = int(_require(img, "width", ann_file, f"images[{k}].width"))
-            height = int(_require(img, "height", ann_file, f"images[{k}].height"))
-            path = image_dir / file_name
+            width = _integer(img, "width", ann_file, f"images[{k}].width", positive=True)
+            height = _integer(img, "height", ann_file, f"images[{k}].height", positive=True)
+            path = _image_path(image_dir, file_name, ann_file, f"images[{k}].file_name")
             if not path.is_file():
                 raise DataError(path, "image file is missing", f"images[{k}].file_name", file_name)
             boxes, labels, ignore = [], [], []
             for j, a in enumerate(by_image.get(img_id, [])):
                 where = f"annotations[image_id={img_id}][{j}]"
-                cid = _require(a, "category_id", ann_file, f"{where}.category_id")
+                cid = _integer(a, "category_id", ann_file, f"{where}.category_id")
                 if cid not in label_of:
                     raise DataError(ann_file, f"unknown category (known ids: {list(cat_ids)})", f"{where}.category_id", cid)
                 bbox = _require(a, "bbox", ann_file, f"{where}.bbox")
-                if not isinstance(bbox, list) or len(bbox) != 4:
-                    raise DataError(ann_file, "bbox must be [x, y, w, h]", f"{where}.bbox", bbox)
+                if (not isinstance(bbox, list) or len(bbox) != 4
+                        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+                    raise DataError(ann_file, "bbox must be [x, y, w, h] numbers", f"{where}.bbox", bbox)
                 x, y, w, h = (float(v) for v in bbox)
                 if w <= 0 or h <= 0:
                     raise DataError(ann_file, "bbox has non-positive width or height", f"{where}.bbox", bbox)
                 box = [x, y, x + w - 1.0, y + h - 1.0]
-                # COCO boxes are continuous; allow the last partial pixel but not a box outside.
-                validate_box(ann_file, f"{where}.bbox", box, width + 1, height + 1)
+                # COCO boxes are continuous: one may end on the image's far edge, one pixel past the last
+                validate_box(ann_file, f"{where}.bbox", box, width, height, slack=1.0)
                 boxes.append([box[0], box[1], min(box[2], width - 1.0), min(box[3], height - 1.0)])
                 labels.append(label_of[cid])
                 ignore.append(bool(a.get("iscrowd", 0)))

@@ -41,11 +41,17 @@ def read_split(root: Path, split: str) -> list[str]:
         main = root / "ImageSets" / "Main"
         available = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem or p.stem.endswith("_mini"))
         raise DataError(path, f"split file not found; splits here: {', '.join(available) or 'none'}", "split", split)
-    ids = []
-    for line in path.read_text().splitlines():
+    ids, seen = [], set()
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
         if line:
-            ids.append(line.split()[0])
+            image_id = line.split()[0]
+            if image_id in seen:
+                raise DataError(path, f"image id listed twice (line {n})", "split", image_id)
+            seen.add(image_id)
+            ids.append(image_id)
+    if not ids:
+        raise DataError(path, "the split lists no image", "split", split)
     return ids
 
 
