@@ -18,6 +18,7 @@ class DataError(SppError):
 
     def __init__(self, path: str | Path | None, message: str, field: str | None = None, value=None):
         self.path = None if path is None else str(path)
+        self.message = message
         self.field = field
         self.value = value
         parts = []
@@ -29,6 +30,10 @@ class DataError(SppError):
             parts.append(f"value {value!r}")
         where = ": ".join([", ".join(parts)]) if parts else ""
         super().__init__(f"{where}: {message}" if where else message)
+
+    def __reduce__(self):
+        # rebuilt from its parts when it crosses a process boundary (a worker's bad image)
+        return type(self), (self.path, self.message, self.field, self.value)
 
 
 class ConfigError(SppError):

@@ -56,18 +56,25 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     extractor = Extractor(load_backbone(cfg, run), settings, resolve_device(cfg.extract.device))
     params = DetectParams(cfg.detect.score_floor, cfg.detect.nms_iou, cfg.detect.max_per_class, cfg.detect.bbox_regression)
     search = search_params(cfg.propose, cfg.seed)
-    written = []
+    written, n_bad = [], 0
     for path in paths:
         stem = Path(path).stem
         out_json, out_png = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
         check_overwrite(out_json, overwrite)
         check_overwrite(out_png, overwrite)
-        image = load_image(path)
-        h, wd = image.shape[:2]
-        boxes, _fallback = selective_search(image, search, stem)
-        if len(boxes) == 0:
-            raise DataError(path, "selective search found no window")
-        result = extractor.run(image, boxes)
+        try:
+            image = load_image(path)
+            h, wd = image.shape[:2]
+            boxes, _fallback = selective_search(image, search, stem, source=path)
+            if len(boxes) == 0:
+                raise DataError(path, "selective search found no window")
+            result = extractor.run(image, boxes, source=path)
+        except DataError as exc:
+            if not cfg.data.skip_bad:
+                raise
+            n_bad += 1
+            log.warning("skipping %s: %s", path, exc)
+            continue
         pooled = torch.empty((len(boxes), result["maps"][0].shape[0] * sum(n * n for n in levels)))
         best = result["best_scale"].astype(np.int64)
         for k in np.unique(best):
@@ -100,4 +107,6 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
         write_png(out_png, picture)
         written.append((out_json, len(rows)))
         log.info("%s: %d boxes", path, len(rows))
+    if n_bad:
+        log.warning("skipped %d bad image(s) of %d", n_bad, len(paths))
     return written

@@ -96,3 +96,69 @@ def test_a_corrupt_head_file_is_an_error_naming_it(tmp_path):
     torch.save({"meta": "{", "state_dict": {}}, path)
     with pytest.raises(ArtifactError, match=r"head.pt: not a fine-tuned head this version can read"):
         load_head(path)
+
+
+# ------------------------------------------------------------------------------------------ run folders
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from spp_detect.cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_a_refused_or_idle_command_leaves_the_saved_config_alone(tmp_path):
+    from tests.helpers import write_random_proposals
+
+    root = make_voc_tree(tmp_path / "voc", n_images=2, size=(64, 80), splits={"train": [0, 1]})
+    run = tmp_path / "run"
+    write_random_proposals(run, open_dataset(str(root), "train"))
+    base = ["extract", "--dataset", root, "--split", "train", "--run", run, "--backbone", "zf5", "--weights", "none",
+            "--set", "backbone.width=0.25", "--set", "extract.norm_sample_images=2"]
+    first = _cli(*base, "--scales", "64")
+    assert first.exit_code == 0, first.output
+    saved = (run / "config.toml").read_text()
+    assert "scales = [64]" in saved
+    refused = _cli(*base, "--scales", "64,96")  # made with other scales: refused
+    assert refused.exit_code != 0 and "scales" in refused.output
+    assert (run / "config.toml").read_text() == saved
+    idle = _cli(*base, "--scales", "64", "--set", "propose.max_proposals=100")  # nothing to do
+    assert idle.exit_code == 0 and "nothing to do" in idle.output
+    assert (run / "config.toml").read_text() == saved
+
+
+def test_an_image_of_extreme_aspect_ratio_is_named_and_skip_bad_skips_it(tmp_path):
+    import cv2
+
+    root = make_voc_tree(tmp_path / "voc", n_images=3, size=(64, 80), splits={"train": [0, 1, 2]})
+    # image 1 becomes a 4000 x 20 strip (its annotation says so; its boxes fit inside)
+    cv2.imwrite(str(root / "JPEGImages" / "000001.jpg"), np.full((20, 4000, 3), 90, np.uint8))
+    from tests.helpers import write_voc_xml
+
+    write_voc_xml(root / "Annotations" / "000001.xml", "000001.jpg", 4000, 20,
+                  [{"name": "circle", "box": (10, 2, 300, 18), "difficult": 0}])
+    run = tmp_path / "run"
+    common = ["--dataset", root, "--split", "train", "--run", run, "--set", "propose.mode=lite",
+              "--set", "propose.resize_to=128"]
+    refused = _cli("propose", *common)
+    assert refused.exit_code != 0 and "000001" in refused.output and "4000x20" in refused.output, refused.output
+    assert _cli("propose", *common, "--skip-bad").exit_code == 0
+    ext = ["extract", *common, "--backbone", "zf5", "--weights", "none", "--set", "backbone.width=0.25",
+           "--scales", "64", "--set", "extract.norm_sample_images=2"]
+    refused = _cli(*ext, "--set", "data.skip_bad=false")  # (propose --skip-bad saved it in the run's config)
+    assert refused.exit_code != 0 and "000001" in refused.output, refused.output
+    done = _cli(*ext, "--skip-bad")
+    assert done.exit_code == 0, done.output
+    from spp_detect.features.cache import FeatureCache
+
+    assert FeatureCache(run / "features" / "train.h5").image_ids == ["000000", "000002"]
+
+
+def test_a_data_error_survives_a_process_boundary():
+    # a worker's bad-image error reaches the parent whole (it broke the process pool once)
+    import pickle
+
+    err = pickle.loads(pickle.dumps(DataError("a.jpg", "too thin", "size", "4000x20")))
+    assert str(err) == "a.jpg, field 'size', value '4000x20': too thin" and err.field == "size"

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -131,6 +132,16 @@ def test_every_command_then_the_pipeline(tmp_path):
             assert {"class", "score", "box_voc", "bbox_xywh"} <= set(det)
         picture = cv2.imread(str(shown / f"photo{k}.png"))
         assert picture is not None and picture.shape[:2] == (record["height"], record["width"])
+    # bad files among them: an error naming the file, or with --skip-bad warnings and the rest done
+    (loose / "notes.jpg").write_text("not an image")
+    cv2.imwrite(str(loose / "strip.jpg"), np.full((8, 3000, 3), 128, np.uint8))  # too thin for the trunk
+    bad = [str(loose / "notes.jpg"), str(loose / "strip.jpg"), str(loose / "photo1.jpg")]
+    refused = _invoke("detect", "--run", str(run), *bad, "--out", str(tmp_path / "bad"))
+    assert refused.exit_code != 0 and "notes.jpg" in refused.output, refused.output
+    thin = _invoke("detect", "--run", str(run), bad[1], "--out", str(tmp_path / "bad"))
+    assert thin.exit_code != 0 and "strip.jpg" in thin.output and "3000x8" in thin.output, thin.output
+    skipped = _ok("detect", "--run", str(run), *bad, "--out", str(tmp_path / "bad"), "--skip-bad")
+    assert (tmp_path / "bad" / "photo1.json").is_file() and "photo1.json" in skipped
 
     # the same tiny pipeline as one file, in its own run folder: a second run has nothing to do
     pipeline = _pipeline_file(tmp_path / "tiny.toml", data_root, tmp_path / "piped")

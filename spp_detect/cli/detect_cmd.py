@@ -33,7 +33,7 @@ def detect(images, dataset, split, data_root, image_dir, skip_bad, run_dir, out_
     from ..config import with_values
     from .common import open_split, resolve_config, save_run_config
 
-    cfg, run = resolve_config(config_path, overrides, run_dir)
+    cfg, run = resolve_config(config_path, overrides, run_dir, skip_bad)
     cfg = replace(cfg, detect=with_values(cfg.detect, score_threshold=score_threshold,
                                           bbox_regression=False if no_bbox_regression else None))
     if images:
@@ -46,6 +46,6 @@ def detect(images, dataset, split, data_root, image_dir, skip_bad, run_dir, out_
     from ..pipeline import run_detect
 
     ds = open_split(cfg, dataset, split or cfg.data.test_split, data_root, image_dir, skip_bad)
-    save_run_config(cfg, run)
     summary = run_detect(cfg, run, ds, overwrite=overwrite)
+    save_run_config(cfg, run)
     click.echo(f"{summary['detections']} detections -> {summary['path']} and {summary['comp4']}/")

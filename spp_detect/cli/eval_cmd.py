@@ -51,7 +51,7 @@ def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric,
     from ..io_utils import atomic_write_json, check_overwrite
     from .common import open_split, resolve_config
 
-    cfg, run = resolve_config(config_path, overrides, run_dir)
+    cfg, run = resolve_config(config_path, overrides, run_dir, skip_bad)
     metric = metric or cfg.eval.metric
     if metric not in METRIC_CHOICES:
         raise ConfigError(f"eval.metric: unknown metric {metric!r}; choose one of {', '.join(METRIC_CHOICES)}")

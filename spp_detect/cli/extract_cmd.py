@@ -42,18 +42,18 @@ def extract(dataset, split, data_root, image_dir, skip_bad, run_dir, backbone, w
     from ..pipeline import run_extract
     from .common import open_split, resolve_config, save_run_config
 
-    cfg, run = resolve_config(config_path, overrides, run_dir)
+    cfg, run = resolve_config(config_path, overrides, run_dir, skip_bad)
     cfg = replace(
         cfg,
         backbone=with_values(cfg.backbone, name=backbone, weights=weights),
         extract=with_values(cfg.extract, scales=scales, max_size=max_size, flip=flip, cache=cache, device=device),
     )
     ds = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
-    save_run_config(cfg, run)
     summary = run_extract(cfg, run, ds, overwrite=overwrite, images_per_part=part_size, delay=delay_per_image)
     if summary.get("skipped"):
         click.echo(f"{summary['path']} is complete and current; nothing to do")
     else:
+        save_run_config(cfg, run)
         click.echo(
             f"extracted {summary['images']} images in {summary['seconds']:.1f} s "
             f"({summary['images'] / max(summary['seconds'], 1e-9):.2f} img/s); "

@@ -100,11 +100,10 @@ def pretrain(dataset, split, data_root, image_dir, skip_bad, val_split, backbone
     else:
         train = open_split(cfg, split=train_split)
         val = open_split(cfg, split=d.val_split) if d.val_split else None
-    save_run_config(cfg, run)
     summary = run_pretrain(cfg, run, train, val, overwrite=overwrite)
-
-    # later stages of this run folder use what was just trained
-    save_run_config(replace(cfg, backbone=replace(cfg.backbone, weights="pretrained")), run)
+    if not summary["skipped"]:
+        # later stages of this run folder use what was just trained
+        save_run_config(replace(cfg, backbone=replace(cfg.backbone, weights="pretrained")), run)
     state = "up to date" if summary["skipped"] else f"trained in {summary['seconds']:.0f} s"
     click.echo(f"{summary['backbone']}: {state}")
     click.echo("size  val top-1")

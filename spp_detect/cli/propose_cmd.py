@@ -65,13 +65,14 @@ def propose(dataset, split, data_root, image_dir, skip_bad, mode, max_proposals,
     )
     ds = open_split(cfg, split=split)
     out = proposals_path(run, ds.split)
-    save_run_config(cfg, run)
     p = cfg.propose
     if import_file is not None:
         from ..proposals.importers import import_proposals
 
         summary = import_proposals(ds, import_file, out, p.min_size, p.max_proposals, overwrite=overwrite)
         state = "up to date" if summary["up_to_date"] else f"imported {summary['images']} images"
+        if not summary["up_to_date"]:
+            save_run_config(cfg, run)
         click.echo(f"{out}: {state}")
         return
     params = search_params(p, cfg.seed)
@@ -82,6 +83,7 @@ def propose(dataset, split, data_root, image_dir, skip_bad, mode, max_proposals,
     if summary.up_to_date:
         click.echo(f"{out}: up to date")
         return
+    save_run_config(cfg, run)
     extra = []
     if summary.reused:
         extra.append(f"{summary.reused} reused from an interrupted run")

@@ -18,7 +18,9 @@ STAGES = ("data", "pretrain", "propose", "extract", "finetune", "train-svm", "tr
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
 @click.option("--until", type=click.Choice(STAGES), default=None, help="Stop after this stage.")
 @click.option("--overwrite", is_flag=True, help="Recompute every stage and replace its outputs.")
-def run(pipeline, run_dir, overrides, until, overwrite):
+@click.option("--skip-bad", is_flag=True, default=None,
+              help="Turn per-image errors into warnings, with a count at the end (data.skip_bad).")
+def run(pipeline, run_dir, overrides, until, overwrite, skip_bad):
     """Run the whole detector as PIPELINE describes: data, pretrain (when the backbone is
     'pretrained'), propose, extract, finetune, train-svm, train-bbox, detect, eval.
 
@@ -33,10 +35,13 @@ def run(pipeline, run_dir, overrides, until, overwrite):
     cfg = load_config(pipeline, overrides)
     if run_dir is not None:
         cfg = replace(cfg, run=str(run_dir))
+    if skip_bad:
+        cfg = replace(cfg, data=replace(cfg.data, skip_bad=True))
     run_path = Path(cfg.run)
-    save_run_config(cfg, run_path)
     t0 = time.perf_counter()
     for stage, summary, seconds in run_pipeline(cfg, run_path, overwrite=overwrite, until=until):
+        if not summary.get("skipped"):
+            save_run_config(cfg, run_path)  # a stage wrote outputs with this config
         state = "up to date" if summary.get("skipped") else f"{seconds:.1f} s"
         click.echo(f"[{stage}] {state}", err=True)
         if stage == "eval" and "table" in summary:

@@ -7,13 +7,13 @@ import click
 from .options import dataset_options, overwrite_option, run_option, with_config
 
 
-def _setup(config_path, overrides, run_dir, **section_values):
+def _setup(config_path, overrides, run_dir, skip_bad=None, **section_values):
     from dataclasses import replace
 
     from ..config import with_values
     from .common import resolve_config
 
-    cfg, run = resolve_config(config_path, overrides, run_dir)
+    cfg, run = resolve_config(config_path, overrides, run_dir, skip_bad)
     for section, values in section_values.items():
         cfg = replace(cfg, **{section: with_values(getattr(cfg, section), **values)})
     return cfg, run
@@ -36,14 +36,14 @@ def finetune(dataset, split, data_root, image_dir, skip_bad, run_dir, iterations
     from ..pipeline import run_finetune
     from .common import open_split, save_run_config
 
-    cfg, run = _setup(config_path, overrides, run_dir, finetune={"iterations": iterations, "lr": lr})
+    cfg, run = _setup(config_path, overrides, run_dir, skip_bad, finetune={"iterations": iterations, "lr": lr})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
     val = open_split(cfg, dataset, cfg.data.val_split, data_root, image_dir, skip_bad) if cfg.data.val_split else None
-    save_run_config(cfg, run)
     summary = run_finetune(cfg, run, train, val, overwrite=overwrite or resume, resume=resume)
     if summary.get("skipped"):
         click.echo(f"{summary['path']} is complete and current; nothing to do")
         return
+    save_run_config(cfg, run)
     for h in summary["history"]:
         click.echo("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items()))
     click.echo(f"selected iteration {summary['selected_iteration']} -> {summary['path']}")
@@ -63,13 +63,13 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features,
     from ..pipeline import run_train_svm
     from .common import open_split, save_run_config
 
-    cfg, run = _setup(config_path, overrides, run_dir, svm={"features": features, "workers": workers})
+    cfg, run = _setup(config_path, overrides, run_dir, skip_bad, svm={"features": features, "workers": workers})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
-    save_run_config(cfg, run)
     summary = run_train_svm(cfg, run, train, overwrite=overwrite)
     if summary.get("skipped"):
         click.echo(f"{summary['path']} is complete and current; nothing to do")
         return
+    save_run_config(cfg, run)
     for name, last in zip(train.classes, summary["final"], strict=True):
         click.echo(f"{name:>14}: {last['positives']} positives, {last['kept_negatives']} hard negatives, "
                    f"objective {last['objective']:.4f}")
@@ -89,11 +89,11 @@ def train_bbox(dataset, split, data_root, image_dir, skip_bad, run_dir, min_iou,
     from ..pipeline import run_train_bbox
     from .common import open_split, save_run_config
 
-    cfg, run = _setup(config_path, overrides, run_dir, bbox={"min_iou": min_iou, "ridge_lambda": ridge_lambda})
+    cfg, run = _setup(config_path, overrides, run_dir, skip_bad, bbox={"min_iou": min_iou, "ridge_lambda": ridge_lambda})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
-    save_run_config(cfg, run)
     summary = run_train_bbox(cfg, run, train, overwrite=overwrite)
     if summary.get("skipped"):
         click.echo(f"{summary['path']} is complete and current; nothing to do")
         return
+    save_run_config(cfg, run)
     click.echo(f"training windows per class: {summary['windows_per_class']} -> {summary['path']}")

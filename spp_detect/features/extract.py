@@ -35,6 +35,10 @@ from .cache import FEATURES_FORMAT, FEATURES_VERSION, PART_FORMAT, FeatureCache,
 
 log = logging.getLogger(__name__)
 
+# an image of extreme aspect ratio resized without a cap on its longer side (max_size 0) can
+# reach hundreds of millions of pixels and exhaust memory in the trunk: refused past this
+MAX_RESIZED_PIXELS = 40_000_000
+
 
 @dataclass(frozen=True)
 class ExtractSettings:
@@ -101,13 +105,22 @@ class Extractor:
             with torch.inference_mode():
                 return self._cpu_backbone(x.cpu())[0].float()
 
-    def run(self, image: np.ndarray, boxes: np.ndarray) -> dict:
+    def run(self, image: np.ndarray, boxes: np.ndarray, source=None) -> dict:
         """Maps at every scale, each window's best scale and its rectangles at every scale.
+
+        An image too small (or too thin) for the trunk at some scale is a :class:`DataError`
+        naming ``source`` (its file), its size and the scale.
 
         With ``cache = "warped"`` (R-CNN): each window's own SPP vector (``pooled``) instead,
         from its warped crop (:mod:`.rcnn`); one "scale", rectangles left empty.
         """
-        from ..geometry import boxes_to_resized, choose_scales, project_boxes, resize_image
+        from ..geometry import (
+            boxes_to_resized,
+            choose_scales,
+            project_boxes,
+            resize_image,
+            resize_shape,
+        )
 
         s = self.settings
         if s.cache == "warped":
@@ -120,7 +133,17 @@ class Extractor:
         maps, rects = [], np.zeros((len(boxes), len(s.scales), 4), np.int16)
         rule = "released" if s.projection == "released" else "paper"
         for k, scale in enumerate(s.scales):
+            nh, nw, _ = resize_shape(h, w, scale, s.max_size)
+            if nh * nw > MAX_RESIZED_PIXELS:
+                raise DataError(source, f"resized to {nw}x{nh} at scale {scale} it would hold over "
+                                f"{MAX_RESIZED_PIXELS // 10**6} million pixels (extract.max_size = {s.max_size}: "
+                                "0 is no cap); set extract.max_size, e.g. 2000", "size", f"{w}x{h}")
             resized, _factor = resize_image(image, scale, s.max_size)
+            if min(self.backbone.output_size(*resized.shape[:2])) < 1:
+                raise DataError(source, f"too small or too thin for {self.backbone.name}: resized to "
+                                f"{resized.shape[1]}x{resized.shape[0]} at scale {scale} (max_size {s.max_size}) it "
+                                f"gives no conv5 cell; each side needs at least {self.backbone.min_input_size()} px",
+                                "size", f"{w}x{h}")
             fmap = self._forward(resized)
             maps.append(fmap)
             in_resized = boxes_to_resized(boxes, h, w, resized.shape[0], resized.shape[1], rule)
@@ -294,11 +317,25 @@ def extract_split(
 
     batch: list = []
     for record in todo:
+        props = proposals.get(record.image_id)
+        if props is None and skip_bad:  # propose skipped it as bad: so does extract
+            n_bad += 1
+            log.warning("skipping %s: it has no proposals (skipped as bad by propose)", record.image_id)
+            bar.update(1)
+            continue
+        if props is None:
+            raise ArtifactError(f"no proposals for image '{record.image_id}'; rerun 'spp-detect propose' for this split")
+        boxes, n_gt = image_windows(record, props)
         try:
             image = load_image(record.path)
             if image.shape[:2] != (record.height, record.width):
                 raise DataError(record.path, "image size differs from its annotation", "size",
                                 f"{image.shape[1]}x{image.shape[0]} vs {record.width}x{record.height}")
+            views = [(boxes, n_gt, _to_stored(extractor.run(image, boxes, record.path), settings, pooler))]
+            if settings.flip:
+                fboxes = flip_horizontal(boxes, record.width)
+                mirrored = extractor.run(np.ascontiguousarray(image[:, ::-1]), fboxes, record.path)
+                views.append((fboxes, n_gt, _to_stored(mirrored, settings, pooler)))
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -306,15 +343,6 @@ def extract_split(
             log.warning("skipping %s: %s", record.image_id, exc)
             bar.update(1)
             continue
-        props = proposals.get(record.image_id)
-        if props is None:
-            raise ArtifactError(f"no proposals for image '{record.image_id}'; rerun 'spp-detect propose' for this split")
-        boxes, n_gt = image_windows(record, props)
-        views = [(boxes, n_gt, _to_stored(extractor.run(image, boxes), settings, pooler))]
-        if settings.flip:
-            fboxes = flip_horizontal(boxes, record.width)
-            mirrored = extractor.run(np.ascontiguousarray(image[:, ::-1]), fboxes)
-            views.append((fboxes, n_gt, _to_stored(mirrored, settings, pooler)))
         batch.append((record, views))
         n_images += 1
         bar.update(1)

@@ -64,11 +64,11 @@ def _propose_one(task) -> ImageResult:
             raise DataError(
                 path, f"image is {image.shape[1]}x{image.shape[0]} pixels but its annotation says {width}x{height}", "size"
             )
+        boxes, fallback = selective_search(image, params, image_id, source=path)
     except DataError as exc:
-        # DataError does not survive pickling between processes (its constructor takes
-        # several arguments); its text already names the file
+        # a bad image is a result like any other (its text names the file): the caller stops
+        # or, with skip_bad, counts it and goes on
         return ImageResult(image_id, None, time.perf_counter() - start, error=str(exc))
-    boxes, fallback = selective_search(image, params, image_id)
     seconds = time.perf_counter() - start
     if delay:
         time.sleep(delay)

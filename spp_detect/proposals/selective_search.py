@@ -242,6 +242,12 @@ def _resize(bgr: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
     return cv2.resize(bgr, (nw, nh), interpolation=interp), nw / w, nh / h
 
 
+MAX_SEARCH_PIXELS = 40_000_000  # past this a working image exhausts memory in OpenCV's segmentation
+# a 160 x 60,000 strip made OpenCV's selective search ask for 7 GB (regions of a thin image have
+# hardly any neighbours to merge with); real photographs stay far below this
+MAX_ASPECT = 25
+
+
 def run_pass(bgr: np.ndarray, p: Pass, seed: int) -> np.ndarray:
     """One pass on a BGR uint8 image: its boxes in paper rank order, in ``bgr``'s frame."""
     import cv2
@@ -265,18 +271,31 @@ def run_pass(bgr: np.ndarray, p: Pass, seed: int) -> np.ndarray:
     return rects_to_boxes(rects, sx, sy)
 
 
-def selective_search(image_rgb: np.ndarray, params: SearchParams, image_id: str = "") -> tuple[np.ndarray, bool]:
+def selective_search(image_rgb: np.ndarray, params: SearchParams, image_id: str = "",
+                     source=None) -> tuple[np.ndarray, bool]:
     """Proposals for one RGB uint8 image (H, W, 3): ``(boxes, fallback)``.
 
     ``boxes``: float32 (N, 4), internal convention in the original image's frame, rank order,
     at most ``params.max_proposals``, clipped, none under ``params.min_size``. ``fallback`` is
-    True when nothing survived and the whole image is the single box.
+    True when nothing survived and the whole image is the single box. An image longer than
+    :data:`MAX_ASPECT` times its width (or the reverse), or one that ``params.resize_to`` would
+    blow up past :data:`MAX_SEARCH_PIXELS`, is a :class:`DataError` naming ``source`` (its file;
+    else ``image_id``).
     """
     import cv2
+
+    from ..errors import DataError
 
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image_rgb.shape}")
     height, width = image_rgb.shape[:2]
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise DataError(source or image_id or None, f"aspect ratio over {MAX_ASPECT}:1: selective search's "
+                        "segmentation of such a strip exhausts memory", "size", f"{width}x{height}")
+    if params.resize_to and height * width * (params.resize_to / min(height, width)) ** 2 > MAX_SEARCH_PIXELS:
+        raise DataError(source or image_id or None, f"with its shorter side resized to propose.resize_to = "
+                        f"{params.resize_to} it would hold over {MAX_SEARCH_PIXELS // 10**6} million pixels "
+                        "(an extreme aspect ratio)", "size", f"{width}x{height}")
     bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     work, wx, wy = _resize(bgr, params.resize_to / min(height, width)) if params.resize_to else (bgr, 1.0, 1.0)
     ranked = []
