@@ -330,7 +330,9 @@ def finetune(
     n_fg = sum(len(s.fg) for s in samples)
     log.info("fine-tuning on %d images: %d foreground, %d background windows", len(samples), n_fg,
              sum(len(s.bg) for s in samples))
-    sample = None
+    import time
+
+    sample, t_sample = None, time.perf_counter()
     if memory_bytes > 0 and not BatchSampler.fits(train_cache, samples, random_scale, flip, memory_bytes):
         sample_path = Path(sample_path) if sample_path is not None else out_path.with_name("finetune_windows.npy")
         sample_args = (sample_path, train_cache, samples, fg_per_image, bg_per_image, flip and train_cache.has_flip,
@@ -343,6 +345,7 @@ def finetune(
             dist.barrier()  # rank 0 wrote the sample; the others open it
             if rank != 0:
                 sample = WindowSample.open_or_build(*sample_args)
+    t_sample = time.perf_counter() - t_sample
     sampler = BatchSampler(train_cache, samples, rank_batch, rank_images, fg_fraction, flip, random_scale,
                            norm_scale, seed + 1000 * rank, memory_bytes=memory_bytes, sample=sample)
     need = sampler.memory_needed >> 20
@@ -408,14 +411,18 @@ def finetune(
     head.train()
     bar = progress(total=iterations, initial=start, desc="finetune", unit="it")
     running = []
+    t_draw = t_train = 0.0  # seconds drawing batches and taking SGD steps (validation apart)
     for it in range(start, iterations):
+        t0 = time.perf_counter()
         x, y = sampler.draw()
+        t1 = time.perf_counter()
         loss = nn.functional.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         running.append(loss.item())
+        t_draw, t_train = t_draw + (t1 - t0), t_train + (time.perf_counter() - t1)
         bar.update(1)
         done = it + 1
         if done % val_every == 0 or done == iterations:
@@ -442,13 +449,22 @@ def finetune(
     meta = {
         "stamp": stamp, "classes": list(train_ds.classes), "dropout": dropout, "pool_norm_scale": norm_scale,
         "fc7_norm_mean": fc7_norm, "history": history, "selected_iteration": best["iteration"] if best else iterations,
+        "timing": _timing(t_sample, t_draw, t_train, iterations - start, sampler),
     }
     if rank == 0:
         save_head(out_path, head, meta)
         if sample is not None:
             sample.remove()  # tens of GB at VOC size; a later run pools a new one
     return {"history": history, "selected_iteration": meta["selected_iteration"], "fc7_norm_mean": fc7_norm,
-            "initialised": copied}
+            "initialised": copied, "timing": meta["timing"]}
+
+
+def _timing(sample_s: float, draw_s: float, train_s: float, steps: int, sampler: BatchSampler) -> dict:
+    """Where fine-tuning's time went (this process; a resumed run counts its own steps only)."""
+    source = "memory" if sampler.memory is not None else "sample" if sampler.sample is not None else "pooled each step"
+    return {"windows_from": source, "sample_seconds": sample_s, "steps": steps,
+            "draw_ms": 1e3 * draw_s / max(steps, 1), "step_ms": 1e3 * train_s / max(steps, 1),
+            "iterations_per_s": steps / max(draw_s + train_s, 1e-9)}
 
 
 def split_batch(batch_size: int, images_per_batch: int, world_size: int) -> tuple[int, int]:

@@ -46,6 +46,9 @@ def finetune(dataset, split, data_root, image_dir, skip_bad, run_dir, iterations
     save_run_config(cfg, run)
     for h in summary["history"]:
         click.echo("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items()))
+    t = summary["timing"]
+    click.echo(f"{t['iterations_per_s']:.1f} iterations/s (drawing a batch {t['draw_ms']:.1f} ms from "
+               f"{t['windows_from']}, an SGD step {t['step_ms']:.1f} ms)")
     click.echo(f"selected iteration {summary['selected_iteration']} -> {summary['path']}")
 
 
