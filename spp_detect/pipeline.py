@@ -124,6 +124,10 @@ def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite:
     rank, world_size = world()
     if world_size > 1:
         _init_distributed()
+    if cfg.backbone.weights == "none":
+        log.warning("backbone.weights = none: features of an UNTRAINED %s trunk (random weights); detections "
+                    "will be poor. Use backbone.weights = imagenet, a weights file, or 'pretrained' with "
+                    "'spp-detect pretrain' (see the pipeline file's header)", cfg.backbone.name)
     backbone = load_backbone(cfg, run)
     proposals, proposals_hash = load_proposals(run, ds)
     settings = extract_settings(cfg, images_per_part, ds.split)

@@ -118,7 +118,7 @@ def test_pooled_cache_and_flip(tmp_path, tiny_voc, backbone):
             b.pool(i, np.array([0]), scale=np.array([1 - b.windows(i).best_scale[0]]))
 
 
-def test_extract_flip_mirrors_the_training_split_only(tmp_path):
+def test_extract_flip_mirrors_the_training_split_only(tmp_path, caplog):
     # extract.flip is for fine-tuning's mirrored training images; the test split never needs them
     from dataclasses import replace
 
@@ -137,3 +137,5 @@ def test_extract_flip_mirrors_the_training_split_only(tmp_path):
         run_extract(cfg, run, ds)
         cache = FeatureCache(run / "features" / f"{split}.h5")
         assert cache.has_flip is mirrored and cache.stamp["flip"] is mirrored
+    # an untrained trunk is said loudly
+    assert any("UNTRAINED zf5" in r.message and r.levelname == "WARNING" for r in caplog.records)

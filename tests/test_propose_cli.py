@@ -113,6 +113,12 @@ def test_recall_report_json_and_table(tmp_path, tiny_voc):
     # recall never falls as more proposals are allowed, and 0.7 never beats 0.5
     r5 = [rep["recall"]["0.5"][n] for n in ("100", "300", "1000", "2000")]
     assert r5 == sorted(r5)
+    # an existing --json-out file is kept unless --overwrite
+    again = ["proposals-recall", "--dataset", str(tiny_voc), "--split", "trainval", "--run", str(run), "--json-out", str(out)]
+    out.write_text("mine")
+    refused = CliRunner().invoke(cli, again)
+    assert refused.exit_code != 0 and "--overwrite" in refused.output and out.read_text() == "mine"
+    assert CliRunner().invoke(cli, [*again, "--overwrite"]).exit_code == 0 and "recall" in json.loads(out.read_text())
     assert all(rep["recall"]["0.7"][n] <= rep["recall"]["0.5"][n] for n in rep["average_recall"])
     res = CliRunner().invoke(cli, ["proposals-recall", "--dataset", str(tiny_voc), "--split", "test", "--run", str(run)])
     assert res.exit_code == 1 and "test.h5: not found" in res.output

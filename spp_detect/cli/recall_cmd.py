@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import dataset_options, run_option, with_config
+from .options import dataset_options, overwrite_option, run_option, with_config
 
 
 @click.command("proposals-recall")
@@ -15,17 +15,21 @@ from .options import dataset_options, run_option, with_config
               help="Write the figures as JSON here (default: RUN/proposals/<split>.recall.json).")
 @run_option
 @with_config
-def proposals_recall(dataset, split, data_root, image_dir, skip_bad, json_out, run_dir, config_path, overrides):
+@overwrite_option
+def proposals_recall(dataset, split, data_root, image_dir, skip_bad, json_out, run_dir, config_path, overrides,
+                     overwrite):
     """Recall of RUN/proposals/<split>.h5 against the split's ground truth.
 
     Prints mean boxes per image, recall at IoU 0.5 and 0.7 and average recall over IoU
     0.5:0.95, each with the first 100, 300, 1000 and 2000 proposals, and seconds per image.
-    Difficult (VOC) and crowd (COCO) boxes are left out, as in evaluation.
+    Difficult (VOC) and crowd (COCO) boxes are left out, as in evaluation. An existing
+    --json-out file is only replaced with --overwrite (the default file beside the proposals is
+    a report of them and is rewritten).
     """
     from dataclasses import replace
 
     from ..config import with_values
-    from ..io_utils import atomic_write_json
+    from ..io_utils import atomic_write_json, check_overwrite
     from ..proposals.recall import format_recall_table, proposal_recall
     from ..proposals.store import ProposalStore, proposals_path
     from .common import open_split, resolve_config
@@ -36,6 +40,8 @@ def proposals_recall(dataset, split, data_root, image_dir, skip_bad, json_out, r
     cfg = replace(cfg, data=with_values(cfg.data, dataset=dataset,
                                         data_root=None if data_root is None else str(data_root),
                                         image_dir=None if image_dir is None else str(image_dir), skip_bad=skip_bad))
+    if json_out is not None:
+        check_overwrite(json_out, overwrite)  # before the work, not after it
     ds = open_split(cfg, split=split)
     path = proposals_path(run, ds.split)
     with ProposalStore(path, ds) as store:
