@@ -152,8 +152,9 @@ class HardNegativeTrainer:
       more before its next retrain; so the store never holds more than
       ``K * (max_negatives + retrain_every + windows per image)`` rows;
     - fits run in ``workers`` processes, but only as many at once as fit in
-      ``fit_memory_bytes`` (:func:`fit_bytes`; a fit larger than that runs alone), and each
-      class's rows are gathered only when its fit starts.
+      ``fit_memory_bytes`` (:func:`fit_bytes`); a class whose fit alone would not fit keeps only
+      its hardest negatives for it (with a warning), and each class's rows are gathered only when
+      its fit starts. The trainer's peak is the store, the positives and ``fit_memory_bytes``.
     """
 
     def __init__(
@@ -264,7 +265,36 @@ class HardNegativeTrainer:
         return np.stack([s.w for s in self.states]), np.array([s.b for s in self.states], np.float32)
 
     # ------------------------------------------------------------------ retraining
+    def _fit_within_budget(self, st: ClassState) -> None:
+        """Trim a class's cache to its hardest negatives when its fit would not fit in the budget.
+
+        liblinear copies its rows (:data:`FIT_BYTES_PER_NONZERO`), so a fit's memory follows its
+        rows' non-zeros; keeping it within ``fit_memory_bytes`` keeps the whole trainer bounded.
+        """
+        shape = _Shape(self.store, st.neg_ids)
+        if not len(st.neg_ids) or fit_bytes(st.positives, shape) <= self.fit_memory_bytes:
+            return
+        rows = self.store._row(st.neg_ids)
+        cost = FIT_BYTES_PER_NONZERO * (self.store._indptr[rows + 1] - self.store._indptr[rows] + 2)
+        room = self.fit_memory_bytes - fit_bytes(st.positives, _Shape(self.store, st.neg_ids[:0]))
+        order = np.argsort(-self.store.scores(st.neg_ids, st.w, st.b), kind="stable")  # hardest first
+        k = int(np.searchsorted(np.cumsum(cost[order]), room, side="right"))
+        keep = np.zeros(len(st.neg_ids), bool)
+        keep[order[:k]] = True
+        log.warning("class %d: %d cached negatives would take %.1f GB in liblinear, over svm.memory_mb (%d MB); "
+                    "the %d hardest are kept for this fit", st.label, len(st.neg_ids),
+                    fit_bytes(st.positives, shape) / 1e9, self.fit_memory_bytes >> 20, k)
+        self._evict(st, keep)
+
+    def _evict(self, st: ClassState, keep: np.ndarray) -> None:
+        evicted = st.neg_ids[~keep]
+        st.neg_ids = st.neg_ids[keep]
+        self._members[st.label].difference_update(evicted.tolist())
+        self._drop(self.store.release(evicted))
+
     def _retrain(self, states: list[ClassState]) -> None:
+        for st in states:
+            self._fit_within_budget(st)
         if self.workers == 1 or len(states) == 1:
             for st in states:
                 pos, neg = st.positives, self.store.take(st.neg_ids)
@@ -307,10 +337,7 @@ class HardNegativeTrainer:
             keep = s >= self.evict_threshold  # easy negatives no longer shape the margin
             if keep.sum() > self.max_negatives:
                 keep[np.argsort(-np.where(keep, s, -np.inf), kind="stable")[self.max_negatives:]] = False
-            evicted = st.neg_ids[~keep]
-            st.neg_ids = st.neg_ids[keep]
-            self._members[st.label].difference_update(evicted.tolist())
-            self._drop(self.store.release(evicted))
+            self._evict(st, keep)
         entry = {
             "retrain": st.retrains, "positives": st.n_positives, "negatives": n_neg,
             "kept_negatives": len(st.neg_ids), "objective": objective, "converged": converged,

@@ -222,8 +222,9 @@ def test_mining_matches_reference_with_positives_first_and_bounded_caches(worker
             super().add_image(image)
             sizes.append(([len(st.neg_ids) for st in self.states], self.store.live_rows))
 
+    one_fit = 36 * 12 * 80  # about one class's fit here: with workers=2, mostly one fit at a time
     t = Watched(positives, dim, C=0.05, retrain_every=retrain_every, max_negatives=cap, workers=workers,
-                fit_memory_bytes=1)  # the smallest budget: one fit at a time
+                fit_memory_bytes=one_fit)
     for im in images:
         t.add_image(im)
     w, b = t.finish()
@@ -292,3 +293,23 @@ def test_compact_rows_use_four_bytes_per_non_zero():
     x[:, :100] = 1.0
     rows = CompactRows.from_dense(x)
     assert rows.nnz == 1000 and rows.data.nbytes + rows.indices.nbytes == 4000
+
+
+def test_a_fit_over_the_memory_budget_keeps_the_hardest_negatives(caplog):
+    from spp_detect.svm import fit_bytes
+
+    images = _late_positives_stream(n_images=6)
+    positives = _positives(images, 6, 12)
+    budget = fit_bytes(positives[0], CompactRows.from_dense(np.ones((20, 12), np.float32)))  # room for ~20 rows
+    fitted = []  # (bytes the fit takes, negatives in it)
+
+    class Watched(HardNegativeTrainer):
+        def _fit_within_budget(self, st):
+            super()._fit_within_budget(st)
+            fitted.append((fit_bytes(st.positives, self.store.take(st.neg_ids)), len(st.neg_ids)))
+
+    t = Watched(positives, 12, C=0.05, retrain_every=10**9, fit_memory_bytes=budget, workers=1)
+    with caplog.at_level(logging.WARNING, logger="spp_detect.svm"):
+        t.add_image(images[0])  # ~45 negatives for each class, over the budget: trimmed before its fit
+    assert all(b <= budget for b, _ in fitted) and 20 <= min(n for _, n in fitted) < 45
+    assert any("over svm.memory_mb" in r.message for r in caplog.records)
