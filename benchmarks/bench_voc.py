@@ -64,6 +64,7 @@ def tree_rss_bytes(pid: int) -> int:
 class Bench:
     def __init__(self, root: Path):
         self.root = root
+        self.after_step = None  # called after each finished step (the report is rewritten)
         self.results_path = root / "results.json"
         self.results = json.loads(self.results_path.read_text()) if self.results_path.is_file() else {"steps": {}}
 
@@ -93,6 +94,8 @@ class Bench:
                       "resumed": resumed, "cmd": " ".join(args)}
         self.save()
         print(f"[{key}] {steps[key]['seconds']:.0f} s, peak {steps[key]['peak_rss_mb']:.0f} MB", flush=True)
+        if self.after_step is not None:
+            self.after_step()
         return steps[key]
 
 
@@ -255,7 +258,7 @@ def pr_plot(run: Path, test_split: str, data_root: Path, out: Path) -> None:
     tmp.replace(out)
 
 
-def finetune_lines(run: Path, splits: dict, data_root: Path) -> list[str]:
+def finetune_lines(bench: Bench, run: Path, splits: dict, data_root: Path) -> list[str]:
     """Fine-tuning's speed from head.pt's timing, against drawing the same batches by pooling every
     window from the conv5 maps on every step (measured here, on the same training cache)."""
     head = run / "models" / "head.pt"
@@ -274,19 +277,23 @@ def finetune_lines(run: Path, splits: dict, data_root: Path) -> list[str]:
     lines = [f"Fine-tuning (batch 128 from 16 images, 512-wide head): **{t['iterations_per_s']:.1f} iterations/s** "
              f"(target >= 15): a batch drawn in {t['draw_ms']:.1f} ms from {t['windows_from']}, an SGD step "
              f"{t['step_ms']:.1f} ms; the sample pooled once in {t['sample_seconds']:.0f} s."]
-    ds = open_dataset("voc2007", splits["train"], data_root=str(data_root))
-    cache = FeatureCache(run / "features" / f"{splits['train']}.h5")
-    samples = build_samples(cache, ds, 0.5, 0.1)
-    sampler = BatchSampler(cache, samples, 128, 16, 0.25, True, False, 1.0, seed=0, memory_bytes=0)
-    sampler.draw()
-    t0 = time.perf_counter()
-    for _ in range(20):
+    base = bench.results.setdefault("sampler_baseline", {})
+    if not base:  # measured once, on the same training cache, then kept with the results
+        ds = open_dataset("voc2007", splits["train"], data_root=str(data_root))
+        cache = FeatureCache(run / "features" / f"{splits['train']}.h5")
+        samples = build_samples(cache, ds, 0.5, 0.1)
+        sampler = BatchSampler(cache, samples, 128, 16, 0.25, True, False, 1.0, seed=0, memory_bytes=0)
         sampler.draw()
-    each = (time.perf_counter() - t0) / 20 * 1e3
+        t0 = time.perf_counter()
+        for _ in range(20):
+            sampler.draw()
+        base.update(draw_ms=(time.perf_counter() - t0) / 20 * 1e3,
+                    windows_per_image=float(np.mean([len(x.fg) + len(x.bg) for x in samples])))
+        bench.save()
     lines.append(f"The same draws pooled from the conv5 maps on every step (the path fine-tuning took before "
-                 f"when windows did not fit in RAM): {each:.0f} ms a batch, **{each / t['draw_ms']:.0f}x** the "
-                 f"sampled path's draw (mean of 20 draws, measured by this report on the same cache; "
-                 f"{np.mean([len(x.fg) + len(x.bg) for x in samples]):.0f} training windows per image).")
+                 f"when windows did not fit in RAM): {base['draw_ms']:.0f} ms a batch, "
+                 f"**{base['draw_ms'] / t['draw_ms']:.0f}x** the sampled path's draw (mean of 20 draws on the same "
+                 f"cache; {base['windows_per_image']:.0f} training windows per image).")
     return lines + [""]
 
 
@@ -366,7 +373,7 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
                           f"({m['fc7_bbox']:.4f} vs {m['fc7']:.4f})")
         if checks:
             lines += ["The paper's orderings, " + col + ":", ""] + [f"- {c}" for c in checks] + [""]
-    lines += finetune_lines(bench.root / "spp_1scale", splits, SHARED / "data")
+    lines += finetune_lines(bench, bench.root / "spp_1scale", splits, SHARED / "data")
     if rcnn is not None:
         lines += rcnn_lines(bench, *rcnn)
     lines.append("Stage times (wall clock on this machine) and peak resident memory of the stage's process tree:")
@@ -423,6 +430,7 @@ def main() -> int:
         plans["5 scales (480-1200)"] = ("spp_5scales", FIVE, args.root / "spp_1scale")
     columns = {col: {row: args.root / (name if row == "fc7_bbox" else f"{name}_{row}") / "eval" / f"{args.test_split}.json"
                      for row, _ in ROWS} for col, (name, _, _) in plans.items()}
+    bench.after_step = lambda: write_report(bench, columns, splits, counts, started)
     for name, scales, share in plans.values():
         if not args.report_only:
             try:
