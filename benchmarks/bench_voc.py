@@ -306,6 +306,21 @@ def images_of_step(key: str, counts: dict, rcnn: tuple | None) -> int:
     return counts[role] if role in counts else counts["test"] if tested else counts["train"]
 
 
+def proposal_seconds(root: Path, key: str, splits: dict) -> str:
+    """Selective search's own time per image and worker, from the proposals file (which keeps
+    it per image), so a step found already done still says what the search cost."""
+    import h5py
+    import numpy as np
+
+    col, _, role = key.split("/")
+    path = root / col / "proposals" / f"{splits.get(role, role)}.h5"
+    if not path.is_file():
+        return ""
+    with h5py.File(path, "r") as h5:
+        sec = h5["seconds"][()]
+    return f"; selective search {np.nanmean(sec):.2f} s per image per worker ({len(sec)} images)"
+
+
 def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     s = bench.results["steps"].get(key, {})
     if not s.get("done"):
@@ -381,7 +396,10 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
     lines.append("| step | time, peak memory |")
     lines.append("|---|---|")
     for key in bench.results["steps"]:
-        lines.append(f"| {key} | {seconds_per_image(bench, key, images_of_step(key, counts, rcnn))} |")
+        cell = seconds_per_image(bench, key, images_of_step(key, counts, rcnn))
+        if "/propose/" in key:
+            cell += proposal_seconds(bench.root, key, splits)
+        lines.append(f"| {key} | {cell} |")
     lines.append("")
     if (HERE / "voc_pr.png").is_file():
         lines.append("Precision-recall per class, fine-tuned fc7 + box regression, one scale: `benchmarks/voc_pr.png`.")
