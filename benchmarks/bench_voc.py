@@ -9,7 +9,8 @@ Settings: ``pipelines/voc2007_cpu.toml`` (SqueezeNet 1.0 ImageNet trunk, fast se
 Long (hours on 2 cores), so not part of ``make bench``: ``make bench-voc``. Resumable: run
 folders live under ``--root`` (default ``~/spp-bench-voc``, outside the checkout); every stage
 skips or resumes what is done, and each finished step's seconds and peak memory (resident set of
-the stage's whole process tree, sampled every 0.5 s) are kept in ``ROOT/results.json``. The
+the stage's whole process tree, and its anonymous part, sampled every 0.5 s) are kept in
+``ROOT/results.json``. The
 figures go into this script's section of ``benchmarks/REPORT.md`` as soon as each row exists,
 with a precision-recall plot per class of the main row in ``benchmarks/voc_pr.png``.
 """
@@ -39,26 +40,34 @@ PAPER = {"pool": (43.0, 44.9), "fc7": (54.5, 55.2), "fc7_bbox": (58.0, 59.2)}  #
 # running stages and measuring them
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants (Linux /proc)."""
+def tree_rss_bytes(pid: int) -> tuple[int, int]:
+    """Resident memory of ``pid`` and all its descendants (Linux /proc): ``(all, anonymous)``.
+
+    The anonymous part is what the processes allocated; the rest is mapped files (a memory-mapped
+    file counts as resident while the page cache holds it, and the kernel can drop it any time).
+    """
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             stat = (d / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            children.setdefault(int(fields[1]), []).append(int(d.name))
-            rss[int(d.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(d.name))
         except (OSError, ValueError, IndexError):
             continue
-    total, todo = 0, [pid]
+    total = anon = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
         todo += children.get(p, [])
-    return total
+        try:
+            status = dict(line.split(":", 1) for line in (Path("/proc") / str(p) / "status").read_text().splitlines()
+                          if ":" in line)
+            total += int(status.get("VmRSS", "0 kB").split()[0]) << 10
+            anon += int(status.get("RssAnon", "0 kB").split()[0]) << 10
+        except (OSError, ValueError):
+            continue
+    return total, anon
 
 
 class Bench:
@@ -84,14 +93,15 @@ class Bench:
         print(f"[{key}] spp-detect {' '.join(args)}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.Popen([str(Path(sys.executable).parent / "spp-detect"), *args], cwd=REPO)
-        peak = 0
+        peak = peak_anon = 0
         while proc.poll() is None:
-            peak = max(peak, tree_rss_bytes(proc.pid))
+            rss, anon = tree_rss_bytes(proc.pid)
+            peak, peak_anon = max(peak, rss), max(peak_anon, anon)
             time.sleep(0.5)
         if proc.returncode != 0:
             raise SystemExit(f"[{key}] failed with exit {proc.returncode}")
         steps[key] = {"done": True, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak / 2**20,
-                      "resumed": resumed, "cmd": " ".join(args)}
+                      "peak_anon_mb": peak_anon / 2**20, "resumed": resumed, "cmd": " ".join(args)}
         self.save()
         print(f"[{key}] {steps[key]['seconds']:.0f} s, peak {steps[key]['peak_rss_mb']:.0f} MB", flush=True)
         if self.after_step is not None:
@@ -326,7 +336,11 @@ def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     if not s.get("done"):
         return "-"
     note = " (resumed: partial)" if s.get("resumed") else ""
-    return f"{s['seconds']:.0f} s ({s['seconds'] / n_images:.2f} s/img), peak {s['peak_rss_mb'] / 1024:.1f} GB{note}"
+    note += f"; {s['note']}" if s.get("note") else ""
+    memory = f"peak {s['peak_rss_mb'] / 1024:.1f} GB resident"
+    if "peak_anon_mb" in s:
+        memory += f" ({s['peak_anon_mb'] / 1024:.1f} GB allocated, the rest mapped files)"
+    return f"{s['seconds']:.0f} s ({s['seconds'] / n_images:.2f} s/img), {memory}{note}"
 
 
 def _report_helpers():
