@@ -260,6 +260,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     import numpy as np
 
     from .io_utils import atomic_path, open_h5_checked, write_stamp
+    from .prefetch import prefetched
     from .progress import progress
     from .svm import SvmImage, gather_positives, train_svms, window_keys
     from .windows import usable_gt
@@ -306,9 +307,10 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
 
     workers = s.workers or os.cpu_count() or 1
     n_classes = len(train_ds.classes)
-    pos = gather_positives(positives(), n_classes, provider.dim)
+    # the next images' features are computed while liblinear's fits run (prefetch thread)
+    pos = gather_positives(prefetched(positives()), n_classes, provider.dim)
     w, b, logs, memory = train_svms(
-        pos, images(), provider.dim, C=s.C, positive_weight=s.positive_weight,
+        pos, prefetched(images()), provider.dim, C=s.C, positive_weight=s.positive_weight,
         bias_feature=s.bias_feature, negative_iou=s.negative_iou, hard_threshold=s.hard_threshold,
         evict_threshold=s.evict_threshold, retrain_every=s.retrain_every, max_negatives=s.max_negatives,
         fit_memory_bytes=s.memory_mb << 20, workers=workers, seed=s.seed,
