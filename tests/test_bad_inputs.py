@@ -162,3 +162,16 @@ def test_a_data_error_survives_a_process_boundary():
 
     err = pickle.loads(pickle.dumps(DataError("a.jpg", "too thin", "size", "4000x20")))
     assert str(err) == "a.jpg, field 'size', value '4000x20': too thin" and err.field == "size"
+
+
+def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path):
+    from spp_detect.io_utils import output_lock
+
+    root = make_voc_tree(tmp_path / "voc", n_images=2, size=(64, 80), splits={"train": [0, 1]})
+    run = tmp_path / "run"
+    with output_lock(run / "proposals" / "train.h5"):  # a propose run in progress, here
+        second = _cli("propose", "--dataset", root, "--split", "train", "--run", run, "--set", "propose.mode=lite")
+    assert second.exit_code != 0 and "train.h5 is being written by process" in second.output, second.output
+    assert not (run / "proposals" / "train.h5").exists()
+    assert _cli("propose", "--dataset", root, "--split", "train", "--run", run, "--set", "propose.mode=lite",
+                "--workers", "1").exit_code == 0  # released: the next run goes ahead

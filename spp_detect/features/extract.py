@@ -237,7 +237,17 @@ def finished_parts(pdir: Path, stamp: dict) -> dict[str, str]:
     return done
 
 
-def extract_split(
+def extract_split(dataset: DetectionDataset, proposals: dict, backbone, settings: ExtractSettings, out_path: Path,
+                  stamp: dict, **kwargs) -> dict:
+    """:func:`_extract_split`, holding the lock on ``out_path`` for this rank's share: a second
+    run on the same cache is refused at once instead of racing the first."""
+    from ..io_utils import output_lock
+
+    with output_lock(out_path, kwargs.get("rank", 0)):
+        return _extract_split(dataset, proposals, backbone, settings, out_path, stamp, **kwargs)
+
+
+def _extract_split(
     dataset: DetectionDataset,
     proposals: dict[str, np.ndarray],
     backbone,
