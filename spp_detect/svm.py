@@ -45,6 +45,8 @@ MAX_ITER = 10000  # liblinear's iteration cap per fit; reaching it means the fit
 # per value), the float64 CSR it is handed (12), the compact rows received by the worker (4) and
 # the parent's pickled copy while the fit runs (4)
 FIT_BYTES_PER_NONZERO = 36
+# a fit whose objective is within this fraction of the trivial solution's is that solution
+COLLAPSE_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -327,10 +329,35 @@ class HardNegativeTrainer:
     def _solver_args(self) -> tuple:
         return self.C, self.positive_weight, self.bias_feature, self.seed
 
+    def collapsed(self, st: ClassState, objective: float) -> bool:
+        """Whether a fit is (all but) the trivial solution w = 0, b = -1.
+
+        That solution scores every window -1 and costs ``C * positive_weight * 2`` per positive
+        (their hinge at -1), whatever the negatives. When a class's features do not separate its
+        positives from the hard negatives mining keeps finding, each retrain's optimum creeps up
+        to that bound and then IS the trivial model: every window of the next image scores -1 >
+        -1.0001 and counts as hard, the cache fills up and the class retrains after every image
+        (seen on VOC: chair, fc7 of a 512-wide head, C = 0.001).
+        """
+        trivial = self.C * self.positive_weight * 2.0 * st.n_positives
+        return st.n_positives > 0 and objective >= (1.0 - COLLAPSE_TOLERANCE) * trivial
+
     def _apply(self, st: ClassState, result: tuple, n_neg: int) -> None:
-        """Take a fit's model, then evict easy negatives (and the easiest beyond the cap)."""
+        """Take a fit's model, then evict easy negatives (and the easiest beyond the cap).
+
+        A fit that :meth:`collapsed` is not taken: the class keeps its previous model, for mining
+        and as its result, and a warning says so (raise ``svm.C`` for such a class).
+        """
         w, b, objective, converged = result
-        st.w, st.b = w, b
+        collapsed = self.collapsed(st, objective) and st.retrains > 0
+        if collapsed:
+            log.warning("class %d retrain %d: the fit collapsed to the trivial solution (objective %.4f, every "
+                        "window scored -1): the class keeps its previous model; its features do not separate its "
+                        "positives from its hard negatives at svm.C = %g (a larger C may)",
+                        st.label, st.retrains + 1, objective, self.C)
+        else:
+            st.w, st.b = w, b
+        w, b = st.w, st.b
         st.retrains += 1
         if len(st.neg_ids):
             s = self.store.scores(st.neg_ids, w, b)
@@ -341,6 +368,7 @@ class HardNegativeTrainer:
         entry = {
             "retrain": st.retrains, "positives": st.n_positives, "negatives": n_neg,
             "kept_negatives": len(st.neg_ids), "objective": objective, "converged": converged,
+            "collapsed": collapsed,
         }
         st.log.append(entry)
         log.info("class %d retrain %d: %d pos, %d neg cached (%d kept), objective %.4f",

@@ -313,3 +313,25 @@ def test_a_fit_over_the_memory_budget_keeps_the_hardest_negatives(caplog):
         t.add_image(images[0])  # ~45 negatives for each class, over the budget: trimmed before its fit
     assert all(b <= budget for b, _ in fitted) and 20 <= min(n for _, n in fitted) < 45
     assert any("over svm.memory_mb" in r.message for r in caplog.records)
+
+
+def test_a_fit_that_collapses_to_the_trivial_solution_is_not_taken(caplog):
+    # positives drawn like the negatives: once the hard negatives pile up, the optimum is w = 0,
+    # b = -1 (every window -1, all hard). The class keeps its previous model and says so.
+    rng = np.random.default_rng(9)
+    dim = 8
+    pos = CompactRows.from_dense(np.abs(rng.normal(0, 1, (30, dim))).astype(np.float16).astype(np.float32))
+    t = HardNegativeTrainer([pos], dim, C=0.001, retrain_every=100, workers=1)
+    st = t.states[0]
+    with caplog.at_level(logging.WARNING, logger="spp_detect.svm"):
+        for i in range(40):
+            im = _image(rng, i, dim=dim, n_windows=200, n_classes=1)
+            im.features[:] = np.abs(im.features)  # indistinguishable from the positives
+            t.add_image(im)
+        t.finish()
+    logged = [e for e in st.log if e["collapsed"]]
+    assert logged, [e["objective"] for e in st.log]
+    assert any("collapsed to the trivial solution" in r.message for r in caplog.records)
+    # the kept model is a real one (not w = 0), and it is the last fit that did not collapse
+    assert np.abs(st.w).max() > 1e-6
+    assert not st.log[0]["collapsed"]
