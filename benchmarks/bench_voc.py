@@ -334,13 +334,15 @@ def proposal_seconds(root: Path, key: str, splits: dict) -> str:
 def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     s = bench.results["steps"].get(key, {})
     if not s.get("done"):
-        return "-"
+        return f"not finished: {s['note']}" if s.get("note") else "-"
     note = " (resumed: partial)" if s.get("resumed") else ""
     note += f"; {s['note']}" if s.get("note") else ""
-    memory = f"peak {s['peak_rss_mb'] / 1024:.1f} GB resident"
-    if "peak_anon_mb" in s:
-        memory += f" ({s['peak_anon_mb'] / 1024:.1f} GB allocated, the rest mapped files)"
-    return f"{s['seconds']:.0f} s ({s['seconds'] / n_images:.2f} s/img), {memory}{note}"
+    memory = ""
+    if s.get("peak_rss_mb") is not None:
+        memory = f", peak {s['peak_rss_mb'] / 1024:.1f} GB resident"
+        if "peak_anon_mb" in s:
+            memory += f" ({s['peak_anon_mb'] / 1024:.1f} GB allocated, the rest mapped files)"
+    return f"{s['seconds']:.0f} s ({s['seconds'] / n_images:.2f} s/img){memory}{note}"
 
 
 def _report_helpers():
@@ -402,6 +404,8 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
                           f"({m['fc7_bbox']:.4f} vs {m['fc7']:.4f})")
         if checks:
             lines += ["The paper's orderings, " + col + ":", ""] + [f"- {c}" for c in checks] + [""]
+    if bench.results.get("status"):  # a word from whoever ran it, kept with the results
+        lines += [bench.results["status"], ""]
     lines += finetune_lines(bench, bench.root / "spp_1scale", splits, SHARED / "data")
     if rcnn is not None:
         lines += rcnn_lines(bench, *rcnn)

@@ -349,7 +349,7 @@ class HardNegativeTrainer:
         and as its result, and a warning says so (raise ``svm.C`` for such a class).
         """
         w, b, objective, converged = result
-        collapsed = self.collapsed(st, objective) and st.retrains > 0
+        collapsed = bool(self.collapsed(st, objective)) and st.retrains > 0
         if collapsed:
             log.warning("class %d retrain %d: the fit collapsed to the trivial solution (objective %.4f, every "
                         "window scored -1): the class keeps its previous model; its features do not separate its "
