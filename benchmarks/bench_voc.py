@@ -303,7 +303,8 @@ def finetune_lines(bench: Bench, run: Path, splits: dict, data_root: Path) -> li
     lines.append(f"The same draws pooled from the conv5 maps on every step (the path fine-tuning took before "
                  f"when windows did not fit in RAM): {base['draw_ms']:.0f} ms a batch, "
                  f"**{base['draw_ms'] / t['draw_ms']:.0f}x** the sampled path's draw (mean of 20 draws on the same "
-                 f"cache; {base['windows_per_image']:.0f} training windows per image).")
+                 f"cache; {base['windows_per_image']:.0f} training windows per image)"
+                 + (f"; {base['note']}." if base.get("note") else "."))
     return lines + [""]
 
 
