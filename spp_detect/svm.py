@@ -131,6 +131,7 @@ class ClassState:
     neg_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     new_since_retrain: int = 0
     retrains: int = 0
+    frozen: bool = False  # its fit collapsed: it keeps its model and mines no more
     log: list[dict] = field(default_factory=list)
 
     @property
@@ -217,6 +218,8 @@ class HardNegativeTrainer:
         scores = feats @ w + np.array([st.b for st in self.trained], np.float32)
         chosen: dict[int, np.ndarray] = {}
         for j, st in enumerate(self.trained):
+            if st.frozen:
+                continue
             gt_c = image.gt_boxes[image.gt_labels == st.label]
             max_iou = iou_matrix(image.boxes, gt_c).max(1) if len(gt_c) else np.zeros(len(feats))
             neg = candidate & (max_iou < self.negative_iou)
@@ -224,7 +227,8 @@ class HardNegativeTrainer:
                 neg &= scores[:, j] > self.hard_threshold
             chosen[st.label] = np.nonzero(neg)[0]
         self._cache(ordinal, image, chosen)
-        due = self.trained if first else [st for st in self.trained if st.new_since_retrain > self.retrain_every]
+        due = [st for st in self.trained if not st.frozen
+               and (first or st.new_since_retrain > self.retrain_every)]
         if due:
             self._retrain(due)
 
@@ -259,8 +263,8 @@ class HardNegativeTrainer:
             self._where.pop(self._key_of.pop(sid), None)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """Final retrain of every class; returns ``(W (K, D), b (K,))``."""
-        self._retrain(self.trained)
+        """Final retrain of every class (but frozen ones); returns ``(W (K, D), b (K,))``."""
+        self._retrain([st for st in self.trained if not st.frozen])
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -345,16 +349,20 @@ class HardNegativeTrainer:
     def _apply(self, st: ClassState, result: tuple, n_neg: int) -> None:
         """Take a fit's model, then evict easy negatives (and the easiest beyond the cap).
 
-        A fit that :meth:`collapsed` is not taken: the class keeps its previous model, for mining
-        and as its result, and a warning says so (raise ``svm.C`` for such a class).
+        A fit that :meth:`collapsed` is not taken: the class keeps its previous model as its
+        result and is frozen: it mines no more (more hard negatives only confirm the collapse, and
+        each would make it retrain after every image) and its cache is dropped. A warning says so
+        (a larger ``svm.C`` may separate such a class).
         """
         w, b, objective, converged = result
         collapsed = bool(self.collapsed(st, objective)) and st.retrains > 0
         if collapsed:
             log.warning("class %d retrain %d: the fit collapsed to the trivial solution (objective %.4f, every "
-                        "window scored -1): the class keeps its previous model; its features do not separate its "
-                        "positives from its hard negatives at svm.C = %g (a larger C may)",
+                        "window scored -1): the class keeps its previous model and mines no more; its features do "
+                        "not separate its positives from its hard negatives at svm.C = %g (a larger C may)",
                         st.label, st.retrains + 1, objective, self.C)
+            st.frozen = True
+            self._evict(st, np.zeros(len(st.neg_ids), bool))
         else:
             st.w, st.b = w, b
         w, b = st.w, st.b

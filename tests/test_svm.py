@@ -332,6 +332,9 @@ def test_a_fit_that_collapses_to_the_trivial_solution_is_not_taken(caplog):
     logged = [e for e in st.log if e["collapsed"]]
     assert logged, [e["objective"] for e in st.log]
     assert any("collapsed to the trivial solution" in r.message for r in caplog.records)
-    # the kept model is a real one (not w = 0), and it is the last fit that did not collapse
+    # the kept model is a real one (not w = 0), and it is the last fit that did not collapse;
+    # the class then mined no more: one collapse, no retrain after it, an empty cache
     assert np.abs(st.w).max() > 1e-6
     assert not st.log[0]["collapsed"]
+    assert [e["collapsed"] for e in st.log].count(True) == 1 and st.log[-1]["collapsed"]
+    assert st.frozen and len(st.neg_ids) == 0 and t.store.live_rows == 0
