@@ -155,6 +155,11 @@ class SparseRows:
             data[indptr[b] : indptr[e]] = self._data[flat]
         return CompactRows(indptr, indices, data, self.dim)
 
+    def row_nnz(self, ids: np.ndarray) -> np.ndarray:
+        """Non-zeros of each row of ``ids`` (int64), without gathering the rows."""
+        rows = self._row(ids)
+        return self._indptr[rows + 1] - self._indptr[rows]
+
     def scores(self, ids: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
         """``x @ w + b`` (float64) for the rows of ``ids``, a block at a time."""
         out = np.empty(len(ids), np.float64)

@@ -277,20 +277,24 @@ class HardNegativeTrainer:
         liblinear copies its rows (:data:`FIT_BYTES_PER_NONZERO`), so a fit's memory follows its
         rows' non-zeros; keeping it within ``fit_memory_bytes`` keeps the whole trainer bounded.
         """
-        shape = _Shape(self.store, st.neg_ids)
-        if not len(st.neg_ids) or fit_bytes(st.positives, shape) <= self.fit_memory_bytes:
+        cost = FIT_BYTES_PER_NONZERO * (self.store.row_nnz(st.neg_ids) + 2)  # per negative
+        need = self._positives_bytes(st) + int(cost.sum())
+        if not len(st.neg_ids) or need <= self.fit_memory_bytes:
             return
-        rows = self.store._row(st.neg_ids)
-        cost = FIT_BYTES_PER_NONZERO * (self.store._indptr[rows + 1] - self.store._indptr[rows] + 2)
-        room = self.fit_memory_bytes - fit_bytes(st.positives, _Shape(self.store, st.neg_ids[:0]))
+        room = self.fit_memory_bytes - self._positives_bytes(st)
         order = np.argsort(-self.store.scores(st.neg_ids, st.w, st.b), kind="stable")  # hardest first
         k = int(np.searchsorted(np.cumsum(cost[order]), room, side="right"))
         keep = np.zeros(len(st.neg_ids), bool)
         keep[order[:k]] = True
         log.warning("class %d: %d cached negatives would take %.1f GB in liblinear, over svm.memory_mb (%d MB); "
                     "the %d hardest are kept for this fit", st.label, len(st.neg_ids),
-                    fit_bytes(st.positives, shape) / 1e9, self.fit_memory_bytes >> 20, k)
+                    need / 1e9, self.fit_memory_bytes >> 20, k)
         self._evict(st, keep)
+
+    @staticmethod
+    def _positives_bytes(st: ClassState) -> int:
+        """A fit's memory for the class's positives (see :func:`fit_bytes`)."""
+        return FIT_BYTES_PER_NONZERO * (st.positives.nnz + 2 * len(st.positives))
 
     def _evict(self, st: ClassState, keep: np.ndarray) -> None:
         evicted = st.neg_ids[~keep]
@@ -315,7 +319,8 @@ class HardNegativeTrainer:
             # start fits while they fit in the memory budget (always at least one)
             while queue and len(running) < self.workers:
                 st = queue[0]
-                need = fit_bytes(st.positives, _Shape(self.store, st.neg_ids))
+                need = self._positives_bytes(st) + FIT_BYTES_PER_NONZERO * int(
+                    (self.store.row_nnz(st.neg_ids) + 2).sum())
                 if running and in_flight + need > self.fit_memory_bytes:
                     break
                 queue.pop(0)
@@ -386,18 +391,6 @@ class HardNegativeTrainer:
                         "this SVM (and the negatives it mines) may be poor: a smaller svm.C converges faster (now %g)",
                         st.label, st.retrains, MAX_ITER, self.C)
         st.new_since_retrain = 0
-
-
-class _Shape:
-    """Row and non-zero counts of some store rows, without gathering them (for :func:`fit_bytes`)."""
-
-    def __init__(self, store: SparseRows, ids: np.ndarray):
-        rows = store._row(ids)
-        self.nnz = int((store._indptr[rows + 1] - store._indptr[rows]).sum())
-        self._n = len(ids)
-
-    def __len__(self) -> int:
-        return self._n
 
 
 def gather_positives(windows: Iterable[tuple[np.ndarray, np.ndarray]], n_classes: int, dim: int) -> list[CompactRows]:
