@@ -39,8 +39,8 @@ def rss_mb() -> float:
 
 
 def spp_time(backbone, images, proposals, scales) -> tuple[float, int]:
+    from spp_detect.core.roi_spp import RoiSppPooler
     from spp_detect.features.extract import Extractor, ExtractSettings
-    from spp_detect.roi_spp import RoiSppPooler
 
     ex = Extractor(backbone, ExtractSettings(scales=scales), "cpu")
     pooler = RoiSppPooler()
@@ -58,8 +58,8 @@ def spp_time(backbone, images, proposals, scales) -> tuple[float, int]:
 
 
 def rcnn_time_per_window(backbone, images, proposals, rng) -> float:
+    from spp_detect.core.spp import spp_pool
     from spp_detect.features.rcnn import rcnn_warp
-    from spp_detect.spp import spp_pool
 
     pairs = [(i, j) for i, p in enumerate(proposals) for j in range(len(p))]
     pick = [pairs[k] for k in rng.choice(len(pairs), RCNN_SAMPLE, replace=False)]
@@ -116,7 +116,7 @@ def main():
           f"{per_window * 1e3:.1f} ms each) | {rcnn_total / len(images):.1f} | 1x |")
     print(f"| SPP, 1 scale (688), pooling included | {spp1 / len(images):.3f} | **{rcnn_total / spp1:.0f}x** (target >= 100x) |")
     print(f"| SPP, 5 scales (480..1200), pooling included | {spp5 / len(images):.3f} | **{rcnn_total / spp5:.0f}x** (target >= 30x) |")
-    from spp_detect.geometry import resize_shape
+    from spp_detect.core.geometry import resize_shape
 
     def pixels(scales):
         return float(np.mean([sum(np.prod(resize_shape(r.height, r.width, s)[:2]) for s in scales) for r in ds.records]))

@@ -3,7 +3,7 @@
 A batch is 128 windows from 16 images (the demo's and the paper's numbers). The per-step path
 pools each drawn window from its image's conv5 map (decoded maps cached, as fine-tuning did
 before); the kept path pools all of an image's training windows once, on first use, and indexes
-into them (:class:`spp_detect.finetune.WindowMemory`). Both draw the same batches, checked
+into them (:class:`spp_detect.training.finetune.WindowMemory`). Both draw the same batches, checked
 before timing. Data: the synthetic dataset's first 48 training images, with the demo's
 proposals, scales and training-window labels, on a randomly initialised quarter-width ZF-5
 (the timing does not depend on the weights).
@@ -36,8 +36,8 @@ def main():
     from spp_detect.cli.common import open_split
     from spp_detect.config import load_config
     from spp_detect.features.cache import FeatureCache
-    from spp_detect.finetune import BatchSampler, WindowMemory, build_samples
     from spp_detect.pipeline import features_path, run_pipeline
+    from spp_detect.training.finetune import BatchSampler, WindowMemory, build_samples
 
     logging.getLogger("spp_detect").setLevel(logging.WARNING)
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torchvision
 
-from spp_detect.roi_spp import RoiSppPooler, roi_spp_pool
+from spp_detect.core.roi_spp import RoiSppPooler, roi_spp_pool
 
 
 def windows(rng, h, w, n):
@@ -32,8 +32,8 @@ def real_windows(n: int):
     from pathlib import Path
 
     from spp_detect.backbones import build_backbone
+    from spp_detect.core.geometry import boxes_to_resized, project_boxes, resize_shape
     from spp_detect.datasets import load_image, open_dataset
-    from spp_detect.geometry import boxes_to_resized, project_boxes, resize_shape
     from spp_detect.proposals.selective_search import SearchParams, selective_search
 
     shared = Path(os.environ.get("SPP_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -98,7 +98,7 @@ def compare(what: str, c: int, h: int, w: int, rects: np.ndarray, title: str):
     print("| method | best (s) | median (s) |")
     print("|---|---|---|")
     print(f"| torchvision.ops.roi_pool, once per level | {t_tv:.3f} | {m_tv:.3f} |")
-    print(f"| spp_detect.roi_spp, one call (sparse table, coarse levels from 6x6) | {t_ours:.3f} | {m_ours:.3f} |")
+    print(f"| spp_detect.core.roi_spp, one call (sparse table, coarse levels from 6x6) | {t_ours:.3f} | {m_ours:.3f} |")
     print(f"| the same with a RoiSppPooler reused across calls (scratch space kept) | {t_reused:.3f} | {m_reused:.3f} |")
     print(f"\nSpeed-up: **{t_tv / t_ours:.1f}x** one call, **{t_tv / t_reused:.1f}x** reused (best of 7; target >= 5x).")
     if torch.cuda.is_available():

@@ -45,7 +45,7 @@ def _stock_fast(record):
 
 
 def _run(records, params, workers):
-    from spp_detect.proposals.run import propose_images
+    from spp_detect.proposals.stage import propose_images
 
     start = time.perf_counter()
     out, secs = {}, []

@@ -278,8 +278,8 @@ def finetune_lines(bench: Bench, run: Path, splits: dict, data_root: Path) -> li
 
     from spp_detect.datasets import open_dataset
     from spp_detect.features.cache import FeatureCache
-    from spp_detect.finetune import BatchSampler, build_samples
-    from spp_detect.head import load_head
+    from spp_detect.training.finetune import BatchSampler, build_samples
+    from spp_detect.training.head import load_head
 
     t = load_head(head)[1].get("timing")
     if not t:

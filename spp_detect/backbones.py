@@ -768,7 +768,7 @@ def save_backbone(backbone: Backbone, path: str | Path, extra: dict | None = Non
 
     The file is what ``--weights PATH`` and ``--weights RUN`` read back.
     """
-    from .io_utils import atomic_path
+    from .artifacts.files import atomic_path
 
     payload = {
         "format": BACKBONE_FORMAT,
@@ -787,7 +787,7 @@ def pretrained_head(weights: str | Path) -> dict | None:
     """The fc head saved beside a backbone by ``spp-detect pretrain``, or None (any other weights).
 
     Returns ``{"state_dict": {"fc6.weight", ...}, "labels": [...], "levels": [...], "concat_order"}``:
-    fc6 -> fc7 -> fc8 as :func:`spp_detect.pretrain.build_classifier` names them, on raw
+    fc6 -> fc7 -> fc8 as :func:`spp_detect.pretrain.train.build_classifier` names them, on raw
     (unscaled) SPP vectors, ``labels`` the fc8 outputs in order.
     """
     kind, path = resolve_weights(weights)

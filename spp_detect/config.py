@@ -437,7 +437,7 @@ def dump_toml(cfg: PipelineConfig) -> str:
 
 def save_config(cfg: PipelineConfig, path: str | Path) -> Path:
     """Write the resolved config as TOML (atomically), creating the folder."""
-    from .io_utils import atomic_write_text
+    from .artifacts.files import atomic_write_text
 
     return atomic_write_text(Path(path), dump_toml(cfg))
 

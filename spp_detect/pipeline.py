@@ -191,9 +191,9 @@ def feature_key(cache) -> str:
 
 def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val_ds: DetectionDataset | None,
                  overwrite: bool = False, resume: bool = False) -> dict:
+    from .artifacts.files import check_overwrite
     from .features.extract import world
-    from .finetune import finetune
-    from .io_utils import check_overwrite
+    from .training.finetune import finetune
 
     out = models_dir(run) / "head.pt"
     f = cfg.finetune
@@ -207,7 +207,7 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     stamp = {"features": feature_key(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0, device=""))}
     device = resolve_device(f.device, "finetune.device")
     if out.exists() and not overwrite:
-        from .head import load_head
+        from .training.head import load_head
 
         load_head(out, expect=stamp)
         return {"skipped": True, "path": str(out)}
@@ -238,8 +238,8 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
 
 
 def feature_provider(cfg: PipelineConfig, run: Path, cache, kind: str, device: str = "cpu"):
-    from .head import load_head
-    from .scoring import FeatureProvider
+    from .detection.scoring import FeatureProvider
+    from .training.head import load_head
 
     if kind == "fc7":
         head, meta = load_head(models_dir(run) / "head.pt")
@@ -259,11 +259,11 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     import h5py
     import numpy as np
 
-    from .io_utils import atomic_path, open_h5_checked, write_stamp
-    from .prefetch import prefetched
+    from .artifacts.files import atomic_path, open_h5_checked, write_stamp
+    from .core.matching import usable_gt
     from .progress import progress
-    from .svm import SvmImage, gather_positives, train_svms, window_keys
-    from .windows import usable_gt
+    from .training.prefetch import prefetched
+    from .training.svm import SvmImage, gather_positives, train_svms, window_keys
 
     s = cfg.svm
     out = models_dir(run) / "svm.h5"
@@ -331,7 +331,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
 def load_svms(run: Path):
     import json
 
-    from .io_utils import open_h5_checked
+    from .artifacts.files import open_h5_checked
 
     with open_h5_checked(models_dir(run) / "svm.h5", SVM_FORMAT, SVM_VERSION, remedy="run 'spp-detect train-svm'") as h5:
         return h5["weights"][()], h5["bias"][()], str(h5.attrs["features"]), json.loads(h5.attrs["classes"])
@@ -341,18 +341,18 @@ def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, o
                    max_per_class: int = 5000) -> dict:
     import numpy as np
 
-    from .bbox_regression import BoxRegressors, Reservoir, encode, fit_ridge
-    from .io_utils import open_h5_checked
+    from .artifacts.files import open_h5_checked
+    from .core.matching import label_windows, usable_gt
+    from .detection.scoring import FeatureProvider
     from .progress import progress
-    from .scoring import FeatureProvider
-    from .windows import label_windows, usable_gt
+    from .training.bbox import BoxRegressors, Reservoir, encode, fit_ridge
 
     bb = cfg.bbox
     out = models_dir(run) / "bbox.h5"
     cache = open_features(run, train_ds)
     stamp = {"features": feature_key(cache), "bbox": config_hash(bb), "max_per_class": max_per_class}
     if out.exists() and not overwrite:
-        from .bbox_regression import BBOX_FORMAT, BBOX_VERSION
+        from .training.bbox import BBOX_FORMAT, BBOX_VERSION
 
         open_h5_checked(out, BBOX_FORMAT, BBOX_VERSION, stamp, remedy="pass --overwrite to train again").close()
         return {"skipped": True, "path": str(out)}
@@ -394,12 +394,12 @@ def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, o
 def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False) -> dict:
     import numpy as np
 
-    from .bbox_regression import BoxRegressors
+    from .artifacts.files import check_overwrite
+    from .detection.scoring import DetectParams, detect_image
     from .evaluation.results_io import DetectionCollector, write_coco_results, write_comp4
-    from .io_utils import check_overwrite
     from .progress import progress
-    from .scoring import DetectParams, detect_image
-    from .svm import window_keys
+    from .training.bbox import BoxRegressors
+    from .training.svm import window_keys
 
     d = cfg.detect
     out_json = Path(run) / "detections" / f"{ds.split}.json"
@@ -433,7 +433,7 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
     dets = collector.finish()
     write_comp4(out_comp4, dets, ds.classes, ds.split, overwrite=overwrite)
     write_coco_results(out_json, dets, ds, overwrite=overwrite)
-    from .io_utils import atomic_write_json
+    from .artifacts.files import atomic_write_json
 
     atomic_write_json(detections_stamp_path(run, ds.split), {"stamp": detect_stamp(cfg, run, ds)})
     return {"path": str(out_json), "comp4": str(out_comp4), "detections": sum(len(v.scores) for v in dets.values())}
@@ -472,10 +472,10 @@ def detections_current(cfg: PipelineConfig, run: Path, ds: DetectionDataset) -> 
 def run_eval(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False) -> dict:
     import json
 
+    from .artifacts.files import atomic_write_json, check_overwrite
     from .evaluation import evaluate
     from .evaluation.report import format_table, result_to_json
     from .evaluation.results_io import read_detections
-    from .io_utils import atomic_write_json, check_overwrite
 
     out = Path(run) / "eval" / f"{ds.split}.json"
     dets = read_detections(Path(run) / "detections" / f"{ds.split}.json", ds)
@@ -535,7 +535,7 @@ def annotate_examples(cfg: PipelineConfig, run: Path, ds: DetectionDataset, n: i
     import numpy as np
 
     from .datasets.base import load_image
-    from .draw import draw_detections, write_png
+    from .detection.draw import draw_detections, write_png
     from .evaluation.results_io import read_detections
 
     dets = read_detections(Path(run) / "detections" / f"{ds.split}.json", ds)
@@ -564,8 +564,8 @@ def run_pipeline(cfg: PipelineConfig, run: Path, overwrite: bool = False, until:
     import time
 
     from .cli.common import open_split
-    from .pretrain import run_pretrain
-    from .proposals.run import run_propose
+    from .pretrain.train import run_pretrain
+    from .proposals.stage import run_propose
 
     d = cfg.data
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from spp_detect import boxes as B
+from spp_detect.core import boxes as B
 
 
 def slow_iou(a, b):

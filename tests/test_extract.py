@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from spp_detect.core.spp import spp_pool
 from spp_detect.datasets import load_image, open_dataset
 from spp_detect.errors import ArtifactError
 from spp_detect.features.cache import FeatureCache, parts_dir
 from spp_detect.features.extract import ExtractSettings, cache_meta, extract_split, finalize_index
-from spp_detect.spp import spp_pool
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_cache_pools_what_a_direct_pass_gives(tmp_path, tiny_voc, backbone):
         np.testing.assert_allclose(win.proposals, props[r.image_id])
         assert win.rects.shape == (len(win.boxes), 2, 4)
         # a whole-map window at scale k pools exactly like spp_pool on a direct forward pass
-        from spp_detect.geometry import resize_image
+        from spp_detect.core.geometry import resize_image
 
         img = load_image(r.path)
         resized, _ = resize_image(img, 160)
@@ -66,7 +66,7 @@ def test_cache_pools_what_a_direct_pass_gives(tmp_path, tiny_voc, backbone):
         np.testing.assert_allclose(stored.numpy(), fmap[0].numpy(), rtol=2e-3, atol=2e-3)
         h, w = stored.shape[1:]
         full = torch.from_numpy(np.array([[0, 0, w - 1, h - 1]]))
-        from spp_detect.roi_spp import roi_spp_pool
+        from spp_detect.core.roi_spp import roi_spp_pool
 
         np.testing.assert_allclose(roi_spp_pool(stored, full), spp_pool(stored[None]), rtol=0, atol=0)
         feats = cache.pool(r.image_id)

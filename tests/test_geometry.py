@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from spp_detect.geometry import (
+from spp_detect.core.geometry import (
     boxes_to_resized,
     cell_centers,
     choose_scales,

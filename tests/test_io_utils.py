@@ -1,14 +1,14 @@
 import h5py
 import pytest
 
-from spp_detect.errors import ArtifactError, OutputExistsError
-from spp_detect.io_utils import (
+from spp_detect.artifacts.files import (
     atomic_path,
     atomic_write_json,
     check_overwrite,
     open_h5_checked,
     write_stamp,
 )
+from spp_detect.errors import ArtifactError, OutputExistsError
 
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 
-from spp_detect.boxes import iou_matrix
-from spp_detect.nms import nms
+from spp_detect.core.boxes import iou_matrix
+from spp_detect.core.nms import nms
 
 
 def slow_nms(boxes, scores, thr):

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from spp_detect.prefetch import prefetched
+from spp_detect.training.prefetch import prefetched
 
 
 def test_same_items_in_order_computed_ahead():

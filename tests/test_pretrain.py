@@ -8,10 +8,10 @@ import torch
 from click.testing import CliRunner
 
 from spp_detect.backbones import build_backbone
-from spp_detect.boxes import iou_matrix
 from spp_detect.cli.main import cli
+from spp_detect.core.boxes import iou_matrix
 from spp_detect.datasets import open_dataset
-from spp_detect.pretrain import (
+from spp_detect.pretrain.train import (
     BACKGROUND,
     CropDataset,
     crop_source_from_detection,
@@ -128,7 +128,7 @@ def test_tiny_multi_size_run_through_the_cli(voc, tmp_path):
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(voc, tmp_path, monkeypatch):
-    import spp_detect.pretrain as pt
+    import spp_detect.pretrain.train as pt
 
     run = tmp_path / "run"
     args = ["pretrain", "--dataset", str(voc), "--split", "train", "--val-split", "val", *TINY,
@@ -213,7 +213,7 @@ def test_pretrain_split_is_what_pretraining_reads(voc, tmp_path):
 
 def test_distractor_kinds_become_classes_of_their_own(tmp_path):
     from spp_detect.datasets.synth import generate_synth
-    from spp_detect.pretrain import distractor_kinds_of
+    from spp_detect.pretrain.train import distractor_kinds_of
 
     generate_synth(tmp_path / "synth", train=6, val=3, test=0, seed=2, show_progress=False)
     train, val = open_dataset(str(tmp_path / "synth"), "train"), open_dataset(str(tmp_path / "synth"), "val")
@@ -248,7 +248,7 @@ def test_pretrain_stamp_names_explicit_channels_only_when_set():
     from types import SimpleNamespace
 
     from spp_detect.config import load_config
-    from spp_detect.pretrain import pretrain_stamp
+    from spp_detect.pretrain.train import pretrain_stamp
 
     src = SimpleNamespace(name="synth", split="train", fingerprint="f")
     plain = pretrain_stamp(load_config(None, ["backbone.width=0.25"]), src, src)

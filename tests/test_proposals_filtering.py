@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spp_detect.boxes import iou_matrix
+from spp_detect.core.boxes import iou_matrix
 from spp_detect.proposals.filtering import (
     filter_min_size,
     finalize,

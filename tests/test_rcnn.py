@@ -24,6 +24,7 @@ def test_warp_clips_at_the_border_and_is_always_full_size():
 
 def test_warped_cache_holds_each_windows_own_pooled_crop(tmp_path):
     from spp_detect.backbones import build_backbone
+    from spp_detect.core.spp import spp_pool
     from spp_detect.datasets import load_image, open_dataset
     from spp_detect.features.cache import FeatureCache
     from spp_detect.features.extract import (
@@ -32,7 +33,6 @@ def test_warped_cache_holds_each_windows_own_pooled_crop(tmp_path):
         extract_split,
         finalize_index,
     )
-    from spp_detect.spp import spp_pool
     from tests.helpers import jittered_proposals, make_voc_tree
 
     root = make_voc_tree(tmp_path / "voc", n_images=2, size=(64, 80))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spp_detect.roi_spp import RoiSppPooler, bin_edges, ordered_levels, roi_spp_pool
+from spp_detect.core.roi_spp import RoiSppPooler, bin_edges, ordered_levels, roi_spp_pool
 
 
 def reference_pool(fmap: np.ndarray, rect, levels, order="coarse_first"):

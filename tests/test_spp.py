@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spp_detect.spp import (
+from spp_detect.core.spp import (
     SpatialPyramidPooling,
     bin_bounds,
     ordered_levels,

@@ -3,10 +3,10 @@ import logging
 import numpy as np
 import pytest
 
-from spp_detect import svm
-from spp_detect.boxes import iou_matrix
-from spp_detect.sparse_rows import CompactRows, SparseRows
-from spp_detect.svm import (
+from spp_detect.core.boxes import iou_matrix
+from spp_detect.training import svm
+from spp_detect.training.sparse_rows import CompactRows, SparseRows
+from spp_detect.training.svm import (
     HardNegativeTrainer,
     SvmImage,
     _fit,
@@ -134,7 +134,7 @@ def test_a_fit_that_hits_the_iteration_cap_is_logged_and_recorded(monkeypatch, c
     t.add_image(_image(rng, 0, n_classes=1))
     assert t.states[0].log[-1]["converged"] is True
     monkeypatch.setattr(svm, "MAX_ITER", 2)
-    with caplog.at_level(logging.WARNING, logger="spp_detect.svm"):
+    with caplog.at_level(logging.WARNING, logger="spp_detect.training.svm"):
         t._retrain(t.states)
     assert t.states[0].log[-1]["converged"] is False
     assert any("class 0 retrain 2" in r.message and "svm.C" in r.message for r in caplog.records)
@@ -296,7 +296,7 @@ def test_compact_rows_use_four_bytes_per_non_zero():
 
 
 def test_a_fit_over_the_memory_budget_keeps_the_hardest_negatives(caplog):
-    from spp_detect.svm import fit_bytes
+    from spp_detect.training.svm import fit_bytes
 
     images = _late_positives_stream(n_images=6)
     positives = _positives(images, 6, 12)
@@ -309,7 +309,7 @@ def test_a_fit_over_the_memory_budget_keeps_the_hardest_negatives(caplog):
             fitted.append((fit_bytes(st.positives, self.store.take(st.neg_ids)), len(st.neg_ids)))
 
     t = Watched(positives, 12, C=0.05, retrain_every=10**9, fit_memory_bytes=budget, workers=1)
-    with caplog.at_level(logging.WARNING, logger="spp_detect.svm"):
+    with caplog.at_level(logging.WARNING, logger="spp_detect.training.svm"):
         t.add_image(images[0])  # ~45 negatives for each class, over the budget: trimmed before its fit
     assert all(b <= budget for b, _ in fitted) and 20 <= min(n for _, n in fitted) < 45
     assert any("over svm.memory_mb" in r.message for r in caplog.records)
@@ -323,7 +323,7 @@ def test_a_fit_that_collapses_to_the_trivial_solution_is_not_taken(caplog):
     pos = CompactRows.from_dense(np.abs(rng.normal(0, 1, (30, dim))).astype(np.float16).astype(np.float32))
     t = HardNegativeTrainer([pos], dim, C=0.001, retrain_every=100, workers=1)
     st = t.states[0]
-    with caplog.at_level(logging.WARNING, logger="spp_detect.svm"):
+    with caplog.at_level(logging.WARNING, logger="spp_detect.training.svm"):
         for i in range(40):
             im = _image(rng, i, dim=dim, n_windows=200, n_classes=1)
             im.features[:] = np.abs(im.features)  # indistinguishable from the positives

@@ -72,7 +72,7 @@ def test_propose_two_ranks_equal_one_process(tmp_path):
 def test_finetune_two_ranks(tmp_path):
     """Fine-tuning under torchrun: the process group is set up, each rank draws half the batch,
     rank 0 writes a head that loads, and the run ends cleanly on both ranks."""
-    from spp_detect.head import load_head
+    from spp_detect.training.head import load_head
     from tests.helpers import jittered_proposals, write_run_proposals
 
     root = make_voc_tree(tmp_path / "voc", n_images=6, splits={"train": [0, 1, 2, 3], "val": [4, 5]})
@@ -104,7 +104,7 @@ def test_finetune_two_ranks(tmp_path):
 
 def test_batch_split_over_ranks():
     from spp_detect.errors import ConfigError
-    from spp_detect.finetune import split_batch
+    from spp_detect.training.finetune import split_batch
 
     assert split_batch(128, 2, 1) == (128, 2)
     assert split_batch(128, 2, 2) == (64, 1)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from spp_detect.bbox_regression import decode, encode, fit_ridge
 from spp_detect.config import load_config
 from spp_detect.datasets import open_dataset
 from spp_detect.features.extract import ExtractSettings, cache_meta, extract_split, finalize_index
@@ -16,6 +15,7 @@ from spp_detect.pipeline import (
     run_train_bbox,
     run_train_svm,
 )
+from spp_detect.training.bbox import decode, encode, fit_ridge
 from tests.helpers import jittered_proposals
 
 
@@ -96,7 +96,7 @@ def test_ridge_recovers_linear_map():
 def test_window_memory_draws_the_same_batches(tiny_run, random_scale):
     # pooled once and kept (float16) or pooled from the conv5 maps on every step: same numbers
     from spp_detect.features.cache import FeatureCache
-    from spp_detect.finetune import BatchSampler, WindowMemory, build_samples
+    from spp_detect.training.finetune import BatchSampler, WindowMemory, build_samples
 
     _, run, root = tiny_run
     train = open_dataset(str(root), "train")
@@ -117,7 +117,7 @@ def test_window_sample_rows_are_the_pooled_windows_and_draws_keep_the_sampler(ti
     # windows that do not fit in RAM: a fixed per-image sample pooled once into a float16 file;
     # every row must be its window pooled at its scale and mirror, and draws keep 25% foreground
     from spp_detect.features.cache import FeatureCache
-    from spp_detect.finetune import BatchSampler, WindowSample, build_samples
+    from spp_detect.training.finetune import BatchSampler, WindowSample, build_samples
 
     _, run, root = tiny_run
     train = open_dataset(str(root), "train")
@@ -200,7 +200,7 @@ def test_resume_never_unpickles_code_from_a_checkpoint(tiny_run, tmp_path):
 
 
 def test_reservoir_keeps_everything_until_full_then_a_uniform_sample():
-    from spp_detect.bbox_regression import Reservoir
+    from spp_detect.training.bbox import Reservoir
 
     rng = np.random.default_rng(0)
     small = Reservoir(50, rng)
@@ -228,11 +228,11 @@ def test_reservoir_keeps_everything_until_full_then_a_uniform_sample():
 def test_detect_computes_each_conv5_window_once_with_the_same_detections(tiny_run):
     # windows with the same conv5 rectangle and scale share features: detect scores them once;
     # the detections must be those of scoring every window on its own
-    from spp_detect.bbox_regression import BoxRegressors
+    from spp_detect.detection.scoring import DetectParams, detect_image
     from spp_detect.evaluation.results_io import read_detections
     from spp_detect.features.cache import FeatureCache
     from spp_detect.pipeline import feature_provider, load_svms, models_dir
-    from spp_detect.scoring import DetectParams, detect_image
+    from spp_detect.training.bbox import BoxRegressors
 
     cfg, run, root = tiny_run
     train, val, test = (open_dataset(str(root), s) for s in ("train", "val", "test"))

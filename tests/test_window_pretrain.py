@@ -8,16 +8,16 @@ import torch
 from click.testing import CliRunner
 
 from spp_detect.backbones import WithinChannelLRN, build_backbone, pretrained_head, save_backbone
-from spp_detect.boxes import iou_matrix
 from spp_detect.cli.main import cli
+from spp_detect.core.boxes import iou_matrix
+from spp_detect.core.geometry import choose_scales
+from spp_detect.core.roi_spp import RoiSppPooler
 from spp_detect.datasets import open_dataset
 from spp_detect.errors import ConfigError
-from spp_detect.finetune import init_from_pretrained
-from spp_detect.geometry import choose_scales
-from spp_detect.head import SppHead
-from spp_detect.pretrain import BACKGROUND, build_classifier, crop_source_from_detection
-from spp_detect.roi_spp import RoiSppPooler
-from spp_detect.window_pretrain import MIN_WINDOW_SIDE, WindowSampling, WindowTask, sample_windows
+from spp_detect.pretrain.train import BACKGROUND, build_classifier, crop_source_from_detection
+from spp_detect.pretrain.windows import MIN_WINDOW_SIDE, WindowSampling, WindowTask, sample_windows
+from spp_detect.training.finetune import init_from_pretrained
+from spp_detect.training.head import SppHead
 from tests.helpers import make_voc_tree
 
 LEVELS = (6, 3, 2, 1)
@@ -90,7 +90,7 @@ def test_training_windows_pool_as_the_detector_does_and_train_the_trunk(voc):
 
     # the pooled vectors are exactly the detection pooler's for the same cells
     image, windows, _ = batch[0]
-    from spp_detect.geometry import project_boxes
+    from spp_detect.core.geometry import project_boxes
 
     with torch.no_grad():
         fmap = backbone(backbone.preprocess(image))

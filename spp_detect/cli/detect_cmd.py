@@ -37,7 +37,7 @@ def detect(images, dataset, split, data_root, image_dir, skip_bad, run_dir, out_
     cfg = replace(cfg, detect=with_values(cfg.detect, score_threshold=score_threshold,
                                           bbox_regression=False if no_bbox_regression else None))
     if images:
-        from ..loose_images import detect_files
+        from ..detection.loose_images import detect_files
 
         written = detect_files(cfg, run, list(images), out_dir or run / "detect-images", overwrite=overwrite)
         for path, n in written:

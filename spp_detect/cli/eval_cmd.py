@@ -46,9 +46,9 @@ METRIC_CHOICES = ("voc07", "voc10", "coco")
 @overwrite_option
 def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric, json_out, run_dir, config_path, overrides, overwrite):
     """Evaluate detections on a split: per-class AP table and mAP."""
+    from ..artifacts.files import atomic_write_json, check_overwrite
     from ..errors import ConfigError, DataError
     from ..evaluation import evaluate, format_table, read_detections, result_to_json
-    from ..io_utils import atomic_write_json, check_overwrite
     from .common import open_split, resolve_config
 
     cfg, run = resolve_config(config_path, overrides, run_dir, skip_bad)

@@ -49,7 +49,7 @@ def propose(dataset, split, data_root, image_dir, skip_bad, mode, max_proposals,
     from dataclasses import replace
 
     from ..config import with_values
-    from ..proposals.run import FLUSH_EVERY_IMAGES, propose_split, search_params
+    from ..proposals.stage import FLUSH_EVERY_IMAGES, propose_split, search_params
     from ..proposals.store import proposals_path
     from .common import open_split, resolve_config, save_run_config
 

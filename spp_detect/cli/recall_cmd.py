@@ -28,8 +28,8 @@ def proposals_recall(dataset, split, data_root, image_dir, skip_bad, json_out, r
     """
     from dataclasses import replace
 
+    from ..artifacts.files import atomic_write_json, check_overwrite
     from ..config import with_values
-    from ..io_utils import atomic_write_json, check_overwrite
     from ..proposals.recall import format_recall_table, proposal_recall
     from ..proposals.store import ProposalStore, proposals_path
     from .common import open_split, resolve_config

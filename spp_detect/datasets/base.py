@@ -1,7 +1,7 @@
 """The one reader interface every dataset format is read through.
 
 A :class:`DetectionDataset` is a list of :class:`ImageRecord` plus the class names. Boxes are
-in the package's internal convention (see :mod:`spp_detect.boxes`: float32 (N, 4),
+in the package's internal convention (see :mod:`spp_detect.core.boxes`: float32 (N, 4),
 ``(x1, y1, x2, y2)``, 0-based inclusive pixels, original image frame); readers convert at the
 edge. Labels are 0-based indices into ``classes``.
 """

@@ -1,7 +1,7 @@
 """COCO reader: an instances JSON (``images``, ``annotations``, ``categories``) and an image folder.
 
 COCO ``bbox`` is ``[x, y, w, h]``; records carry boxes in the internal convention
-(0-based inclusive, ``x2 = x + w - 1``, see :mod:`spp_detect.boxes`). Classes are the
+(0-based inclusive, ``x2 = x + w - 1``, see :mod:`spp_detect.core.boxes`). Classes are the
 categories sorted by id; the dataset keeps ``category_ids`` so results map back. ``iscrowd``
 objects are kept with ``ignore=True``: evaluation ignores them as pycocotools does, training
 skips them.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.files import read_json
 from ..errors import DataError
-from ..io_utils import read_json
 from .base import DetectionDataset, ImageRecord, validate_box
 
 log = logging.getLogger(__name__)

@@ -66,8 +66,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.files import atomic_path, atomic_write_json, atomic_write_text
 from ..errors import DataError, OutputExistsError
-from ..io_utils import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 ``ImageSets/Main/<split>.txt``.
 
 VOC XML boxes are 1-based inclusive; records carry them converted to the internal convention
-(0-based inclusive, see :mod:`spp_detect.boxes`).
+(0-based inclusive, see :mod:`spp_detect.core.boxes`).
 """
 
 from __future__ import annotations

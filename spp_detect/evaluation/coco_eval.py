@@ -56,7 +56,7 @@ def dataset_to_coco_gt(dataset) -> dict:
     ``[x, y, w, h]`` with ``w = x2 - x1 + 1``; difficult and crowd boxes get ``iscrowd = 1``
     (see the module docstring).
     """
-    from ..boxes import to_coco_xywh
+    from ..core.boxes import to_coco_xywh
 
     img_ids = coco_image_ids(dataset)
     cat_ids = category_ids(dataset)
@@ -86,7 +86,7 @@ def detections_to_coco_results(dataset, detections: Mapping) -> list[dict]:
     ``detections``: class name -> ``ClassDetections``, boxes internal convention (0-based
     inclusive ``(x1, y1, x2, y2)``), converted to ``[x, y, w, h]`` with ``w = x2 - x1 + 1``.
     """
-    from ..boxes import to_coco_xywh
+    from ..core.boxes import to_coco_xywh
     from ..errors import DataError
     from .results_io import check_classes
 

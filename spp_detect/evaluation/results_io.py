@@ -4,7 +4,7 @@ In memory (what the detect stage produces and every evaluator consumes), detecti
 :data:`DetectionsByClass`: a dict from class name to a :class:`ClassDetections`, three parallel
 arrays ``image_ids`` (N,) str, ``scores`` (N,) float64 and ``boxes`` (N, 4) float64 in the
 internal convention (``(x1, y1, x2, y2)``, 0-based inclusive pixels of the original image, see
-:mod:`spp_detect.boxes`). Build one per image with :class:`DetectionCollector`.
+:mod:`spp_detect.core.boxes`). Build one per image with :class:`DetectionCollector`.
 
 On disk, two formats:
 
@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.files import atomic_path, check_overwrite, read_json
 from ..errors import DataError
-from ..io_utils import atomic_path, check_overwrite, read_json
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def write_comp4(
     without detections get an empty file (the devkit expects one per class). Refuses to
     replace any existing file unless ``overwrite``; each file appears atomically.
     """
-    from ..boxes import to_voc
+    from ..core.boxes import to_voc
 
     folder = Path(folder)
     classes = tuple(classes)
@@ -313,7 +313,7 @@ def detections_to_coco_list(detections: Mapping[str, ClassDetections], dataset) 
     ``dataset``: the :class:`~spp_detect.datasets.DetectionDataset` the detections are for;
     it supplies category ids and the image ids to write (see the module docstring).
     """
-    from ..boxes import to_coco_xywh
+    from ..core.boxes import to_coco_xywh
 
     check_classes(detections, dataset.classes)
     cat_ids = _category_ids(dataset)

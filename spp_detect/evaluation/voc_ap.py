@@ -3,7 +3,7 @@
 Per class (PAPER.md, Evaluation): detections are sorted by score, highest first (stable, so
 equal scores keep their input order, as MATLAB's ``sort`` does). Each detection is compared
 with the ground truth of its image; IoU uses inclusive pixels (``+1`` on widths and heights,
-:func:`spp_detect.boxes.iou_matrix`). Following the devkit exactly, a detection looks only at
+:func:`spp_detect.core.boxes.iou_matrix`). Following the devkit exactly, a detection looks only at
 the ground-truth box it overlaps most:
 
 - best IoU ``>= iou_threshold`` and that box is difficult (or COCO ``iscrowd``): ignored,
@@ -91,7 +91,7 @@ def evaluate_class(
     Every image of the split must be a key (empty arrays where the class is absent); a
     detection on an image that is not raises :class:`DataError`, as the devkit does.
     """
-    from ..boxes import as_boxes, iou_matrix
+    from ..core.boxes import as_boxes, iou_matrix
 
     # Flatten the ground truth: one global index per box, per-image offsets.
     image_index: dict[str, int] = {}

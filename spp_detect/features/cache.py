@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.files import check_stamp, read_stamp
 from ..errors import ArtifactError
-from ..io_utils import check_stamp, read_stamp
 
 FEATURES_FORMAT = "spp-detect/features"
 FEATURES_VERSION = 1
@@ -107,7 +107,7 @@ class FeatureCache:
         self.mode: str = self.meta["cache"]
         self.has_flip: bool = bool(self.meta["flip"])
         self.dim = self.channels * sum(n * n for n in self.levels)
-        from ..roi_spp import RoiSppPooler
+        from ..core.roi_spp import RoiSppPooler
 
         self._pooler = RoiSppPooler(self.levels, self.concat_order)
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boxes import flip_horizontal
+from ..artifacts.files import atomic_path, check_stamp, write_stamp
+from ..core.boxes import flip_horizontal
 from ..datasets.base import DetectionDataset, ImageRecord, load_image
 from ..errors import ArtifactError, DataError, SppError
-from ..io_utils import atomic_path, check_stamp, write_stamp
 from ..progress import progress
 from .cache import FEATURES_FORMAT, FEATURES_VERSION, PART_FORMAT, FeatureCache, parts_dir
 
@@ -114,7 +114,7 @@ class Extractor:
         With ``cache = "warped"`` (R-CNN): each window's own SPP vector (``pooled``) instead,
         from its warped crop (:mod:`.rcnn`); one "scale", rectangles left empty.
         """
-        from ..geometry import (
+        from ..core.geometry import (
             boxes_to_resized,
             choose_scales,
             project_boxes,
@@ -241,7 +241,7 @@ def extract_split(dataset: DetectionDataset, proposals: dict, backbone, settings
                   stamp: dict, **kwargs) -> dict:
     """:func:`_extract_split`, holding the lock on ``out_path`` for this rank's share: a second
     run on the same cache is refused at once instead of racing the first."""
-    from ..io_utils import output_lock
+    from ..artifacts.files import output_lock
 
     with output_lock(out_path, kwargs.get("rank", 0)):
         return _extract_split(dataset, proposals, backbone, settings, out_path, stamp, **kwargs)
@@ -273,7 +273,7 @@ def _extract_split(
     pdir = parts_dir(out_path)
     if out_path.exists():
         if not overwrite:
-            from ..io_utils import open_h5_checked
+            from ..artifacts.files import open_h5_checked
 
             open_h5_checked(out_path, FEATURES_FORMAT, FEATURES_VERSION, stamp,
                             remedy="pass --overwrite to extract again").close()
@@ -297,7 +297,7 @@ def _extract_split(
     import h5py
 
     extractor = Extractor(backbone, settings, device)
-    from ..roi_spp import RoiSppPooler
+    from ..core.roi_spp import RoiSppPooler
 
     pooler = RoiSppPooler(settings.levels, settings.concat_order)
     compression = _compression(settings.compression)
@@ -385,7 +385,7 @@ def _barrier():
 
 def estimate_bytes(records: list[ImageRecord], channels: int, stride: int, settings: ExtractSettings) -> int:
     """Upper bound of the cache size: float16 conv5 maps, uncompressed (or pooled vectors)."""
-    from ..geometry import resize_shape
+    from ..core.geometry import resize_shape
 
     views = 2 if settings.flip else 1
     total = 0

@@ -40,7 +40,7 @@ def warped_features(backbone, image: np.ndarray, boxes: np.ndarray, size: int, l
     """
     import torch
 
-    from ..spp import spp_pool
+    from ..core.spp import spp_pool
 
     dim = backbone.out_channels * sum(n * n for n in levels)
     out = torch.empty((len(boxes), dim))

@@ -2,7 +2,7 @@
 
 How later stages read proposals::
 
-    from spp_detect.proposals import ProposalStore, proposals_path
+    from . import ProposalStore, proposals_path
     with ProposalStore(proposals_path(run, ds.split), ds) as store:   # checks dataset/split
         boxes = store.boxes(image_id)      # float32 (N, 4), (x1, y1, x2, y2) 0-based inclusive
         for image_id, boxes in store: ...  # file order, fast sequential reads

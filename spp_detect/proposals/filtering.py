@@ -1,7 +1,7 @@
 """Pure box operations that turn a ranked list of raw proposals into what is stored.
 
 Every function takes and returns boxes in the package's internal convention (see
-:mod:`spp_detect.boxes`): float32 (N, 4) ``(x1, y1, x2, y2)``, 0-based **inclusive** pixels of
+:mod:`spp_detect.core.boxes`): float32 (N, 4) ``(x1, y1, x2, y2)``, 0-based **inclusive** pixels of
 the original image. Row order is rank order (best first) and every step keeps it, so "keep
 the first k" always means "keep the k best".
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..boxes import as_boxes, clip_boxes, iou_matrix, widths_heights
+from ..core.boxes import as_boxes, clip_boxes, iou_matrix, widths_heights
 
 
 def rects_to_boxes(rects: np.ndarray, scale_x: float = 1.0, scale_y: float = 1.0) -> np.ndarray:

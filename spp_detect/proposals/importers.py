@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.files import read_json
 from ..errors import DataError
-from ..io_utils import read_json
 
 log = logging.getLogger(__name__)
 

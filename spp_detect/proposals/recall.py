@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..boxes import iou_matrix
+from ..core.boxes import iou_matrix
 
 RECALL_IOUS = (0.5, 0.7)
 AR_IOUS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))

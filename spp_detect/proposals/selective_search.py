@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..boxes import clip_boxes
+from ..core.boxes import clip_boxes
 from ..errors import ConfigError
 from .filtering import finalize, interleave_ranked, rects_to_boxes, snap_to_pixels
 

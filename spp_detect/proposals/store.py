@@ -32,8 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.files import (
+    atomic_path,
+    atomic_write_json,
+    check_stamp,
+    open_h5_checked,
+    write_stamp,
+)
 from ..errors import ArtifactError, OutputExistsError
-from ..io_utils import atomic_path, atomic_write_json, check_stamp, open_h5_checked, write_stamp
 
 log = logging.getLogger(__name__)
 

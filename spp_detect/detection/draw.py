@@ -39,7 +39,7 @@ def draw_detections(image_rgb: np.ndarray, boxes: np.ndarray, labels, scores, cl
 def write_png(path: Path, image_bgr: np.ndarray) -> Path:
     import cv2
 
-    from .io_utils import atomic_path
+    from ..artifacts.files import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

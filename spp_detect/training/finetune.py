@@ -29,15 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .datasets.base import DetectionDataset
-from .errors import ConfigError
-from .features.cache import FeatureCache
-from .features.extract import world
+from ..artifacts.files import atomic_path
+from ..core.matching import label_windows, usable_gt
+from ..datasets.base import DetectionDataset
+from ..errors import ConfigError
+from ..features.cache import FeatureCache
+from ..features.extract import world
+from ..pretrain.train import BACKGROUND
+from ..progress import progress
 from .head import SppHead, save_head
-from .io_utils import atomic_path
-from .pretrain import BACKGROUND
-from .progress import progress
-from .windows import label_windows, usable_gt
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class WindowMemory:
 
     A batch takes a few windows from each of many images; pooling them one by one on every step
     dominated fine-tuning's time, while pooling all of an image's windows at once costs about
-    as much as pooling a handful (:class:`spp_detect.roi_spp.RoiSppPooler`). So when the
+    as much as pooling a handful (:class:`spp_detect.core.roi_spp.RoiSppPooler`). So when the
     training windows' vectors fit in ``memory_bytes``, each (image, scale, mirror) is pooled
     once, on first use, and kept as float16 (maxima of a float16 map: exact).
     ``scale`` -1 means each window's best scale.
@@ -125,7 +125,7 @@ class WindowSample:
                       bg_per_image: int, flip: bool, random_scale: bool, seed: int, stamp: dict) -> WindowSample:
         import json
 
-        from .io_utils import atomic_write_json
+        from ..artifacts.files import atomic_write_json
 
         path = Path(path)
         settings = {"stamp": stamp, "fg_per_image": fg_per_image, "bg_per_image": bg_per_image, "flip": flip,
@@ -394,7 +394,7 @@ def finetune(
             # folder someone hands you must not run code
             ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-            from .errors import ArtifactError
+            from ..errors import ArtifactError
 
             raise ArtifactError(f"{ckpt_path}: not a fine-tuning checkpoint this version can read ({exc}); "
                                 "remove it to start again") from None

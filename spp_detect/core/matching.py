@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..datasets.base import ImageRecord
 from .boxes import iou_matrix
-from .datasets.base import ImageRecord
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ def run_propose(cfg, run: str | Path, dataset, overwrite: bool = False, show_pro
 def propose_split(dataset, out_path: str | Path, params: SearchParams, **kwargs) -> ProposeSummary:
     """The ``propose`` stage for one dataset split (:func:`_propose_split`), holding the lock on
     ``out_path`` for this process's share: a second run on the same file is refused at once."""
-    from ..io_utils import output_lock
+    from ..artifacts.files import output_lock
 
     with output_lock(out_path, _world()[0]):
         return _propose_split(dataset, out_path, params, **kwargs)

@@ -2,7 +2,7 @@
 
 Pure numpy functions (``resize_image`` alone touches pixels, through OpenCV). The frames:
 
-- **Original image frame**: boxes in the package's internal convention (:mod:`spp_detect.boxes`):
+- **Original image frame**: boxes in the package's internal convention (:mod:`spp_detect.core.boxes`):
   float (N, 4) ``(x1, y1, x2, y2)``, 0-based **inclusive** pixels of the image as read.
 - **Resized image frame**: the same convention in the image resized for one scale (shorter side
   ``s``), which is what the backbone sees. :func:`boxes_to_resized` maps into it.

@@ -16,7 +16,7 @@ Two entry points:
 
 - :func:`spp_pool` pools whole maps (classification, and pretraining with multi-size inputs).
 - :func:`roi_spp_pool` pools windows of one map given as conv-cell rectangles (detection); it
-  is the fast sparse-table implementation in :mod:`spp_detect.roi_spp`.
+  is the fast sparse-table implementation in :mod:`spp_detect.core.roi_spp`.
 """
 
 from __future__ import annotations
@@ -110,9 +110,9 @@ def roi_spp_pool(
 
     ``feature_map``: (C, H, W). ``rects``: (R, 4) int conv-cell rectangles ``(x1, y1, x2, y2)``,
     0-based **inclusive** cell indices in the map's frame, inside the map (as produced by
-    :func:`spp_detect.geometry.project_boxes`). Each window is pooled with the bin rule above
+    :func:`spp_detect.core.geometry.project_boxes`). Each window is pooled with the bin rule above
     applied to its own ``h x w`` cells. Returns (R, C * sum(n^2)) float32 in the layout of the
-    module docstring. Delegates to the sparse-table implementation of :mod:`spp_detect.roi_spp`.
+    module docstring. Delegates to the sparse-table implementation of :mod:`spp_detect.core.roi_spp`.
     """
     from .roi_spp import roi_spp_pool as _fast
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bbox_regression import BoxRegressors
-from .boxes import clip_boxes
-from .features.cache import FeatureCache, Windows
-from .head import SppHead
-from .nms import nms
+from ..core.boxes import clip_boxes
+from ..core.nms import nms
+from ..features.cache import FeatureCache, Windows
+from ..training.bbox import BoxRegressors
+from ..training.head import SppHead
 
 
 class FeatureProvider:

@@ -13,7 +13,7 @@ union of ``N/n x N/n`` finest bins (``floor`` and ``ceil`` of ``i*h/n`` equal th
 divide the finest one are computed with their own sparse-table queries.
 
 Windows are given as conv-cell rectangles ``(x1, y1, x2, y2)``, 0-based **inclusive** cell
-indices in the map's frame, already clamped into the map (see :mod:`spp_detect.geometry`).
+indices in the map's frame, already clamped into the map (see :mod:`spp_detect.core.geometry`).
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def roi_spp_pool(
 
     ``fmap``: (C, H, W) float. ``rects``: (R, 4) int, ``(x1, y1, x2, y2)`` 0-based inclusive
     conv-cell indices inside the map. Returns (R, C * sum(n^2)) float32: levels concatenated in
-    the order of :func:`spp_detect.spp.ordered_levels` (``coarse_first``: 1x1, 2x2, 3x3, 6x6 as
+    the order of :func:`spp_detect.core.spp.ordered_levels` (``coarse_first``: 1x1, 2x2, 3x3, 6x6 as
     the released network), each level flattened channel-major (C, n, n).
     """
     return RoiSppPooler(levels, concat_order)(fmap, rects)

@@ -1,6 +1,6 @@
 """Pretraining on windows of whole images: ``pretrain.mode = "windows"``.
 
-Crop pretraining (:mod:`spp_detect.pretrain`, the paper's classification side) shows the trunk
+Crop pretraining (:mod:`spp_detect.pretrain.train`, the paper's classification side) shows the trunk
 each object warped to fill a square input, aligned with the conv grid, nothing around it, the
 SPP layer pooling the whole map. The detector shows it something else: a window of a whole
 image at one of a few scales, aspect kept, at any offset to the stride-16 grid, neighbours and
@@ -17,7 +17,7 @@ trains the trunk on windows the way SPP-net later sees them:
    box (its class), the rest background (below ``fg_iou`` with every annotated box, difficult
    ones included), half near an object, half anywhere.
 3. Each window is projected onto the map (``extract.projection``) and pooled with the exact SPP
-   bins (:func:`spp_detect.spp.spp_pool`, so gradients reach the trunk; the same numbers as the
+   bins (:func:`spp_detect.core.spp.spp_pool`, so gradients reach the trunk; the same numbers as the
    detection pooler), then fc6 -> fc7 -> fc8 over the classes plus background.
 4. Validation: fixed windows of every validation image, top-1 at each extraction scale.
 
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .boxes import flip_horizontal, iou_matrix
-from .geometry import boxes_to_resized, choose_scales, project_boxes, resize_image
-from .spp import spp_pool
+from ..core.boxes import flip_horizontal, iou_matrix
+from ..core.geometry import boxes_to_resized, choose_scales, project_boxes, resize_image
+from ..core.spp import spp_pool
 
 NEAR_SIGMA = 0.35  # relative jitter (centre shift, log size) of "near an object" candidates
 FG_SIGMA = 0.1  # relative jitter of "on the object" candidates
@@ -144,11 +144,11 @@ class WindowSampling:
 
 
 class WindowDataset:
-    """Images of a :class:`~spp_detect.pretrain.CropSource` at one scale each, with windows.
+    """Images of a :class:`~spp_detect.pretrain.train.CropSource` at one scale each, with windows.
 
     Item ``i``: ``(uint8 (h, w, 3) image resized to one of ``scales``, float32 (n, 4) windows in
     the resized frame, int64 (n,) labels)``. The windows are those the extraction's scale choice
-    (:func:`spp_detect.geometry.choose_scales`, ``target_size``) would pool at that scale, so
+    (:func:`spp_detect.core.geometry.choose_scales`, ``target_size``) would pool at that scale, so
     the trunk learns each window at the size it will see it. Training items draw the scale, the
     windows and a mirror from an RNG seeded by (seed, epoch, index); validation items draw
     windows from (seed, index) and take every scale in turn as ``size`` is set.
@@ -168,7 +168,7 @@ class WindowDataset:
         return len(self.source.items)
 
     def __getitem__(self, index: int):
-        from .datasets.base import load_image
+        from ..datasets.base import load_image
 
         item = self.source.items[index]
         image = load_image(item.path)
@@ -208,7 +208,7 @@ def collate_windows(batch):
 
 
 class WindowTask:
-    """What :func:`spp_detect.pretrain.pretrain` needs to train on windows instead of crops."""
+    """What :func:`spp_detect.pretrain.train.pretrain` needs to train on windows instead of crops."""
 
     name = "windows"
     collate = staticmethod(collate_windows)

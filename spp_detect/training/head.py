@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ArtifactError
-from .io_utils import atomic_path
+from ..artifacts.files import atomic_path
+from ..errors import ArtifactError
 
 HEAD_FORMAT = "spp-detect/head"
 HEAD_VERSION = 1

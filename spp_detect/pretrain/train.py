@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .boxes import as_boxes, iou_matrix
-from .errors import ArtifactError, ConfigError, DataError, OutputExistsError
+from ..core.boxes import as_boxes, iou_matrix
+from ..errors import ArtifactError, ConfigError, DataError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class CropDataset:
         return crops
 
     def __getitem__(self, index: int):
-        from .datasets.base import load_image
+        from ..datasets.base import load_image
 
         if self.size is None:
             raise RuntimeError("CropDataset.size must be set before reading crops")
@@ -327,7 +327,7 @@ def build_classifier(backbone, num_classes: int, levels, concat_order: str, fc_d
     """backbone -> SPP -> fc6 (ReLU, dropout) -> fc7 (ReLU, dropout) -> fc8: logits for any input size."""
     from torch import nn
 
-    from .spp import SpatialPyramidPooling
+    from ..core.spp import SpatialPyramidPooling
 
     class SppClassifier(nn.Module):
         def __init__(self):
@@ -475,16 +475,16 @@ def pretrain(
     """Train ``backbone`` + SPP + fc head on crops of ``train``; write ``out_dir/backbone.pt``.
 
     ``task``: what the examples are, :class:`CropTask` built from the crop arguments when None
-    (a :class:`~spp_detect.window_pretrain.WindowTask` trains on windows of whole images).
+    (a :class:`~spp_detect.pretrain.windows.WindowTask` trains on windows of whole images).
     Epoch ``e`` of crop training runs at ``sizes[e % len(sizes)]``. After every epoch a checkpoint
     (``out_dir/checkpoint.pt``, keyed on ``stamp``) is written, and a run restarted with the same
     stamp resumes from it. Returns the metrics also written to ``out_dir/metrics.json``.
     """
     import torch
 
-    from .backbones import save_backbone
-    from .io_utils import atomic_path, atomic_write_json
-    from .progress import progress
+    from ..artifacts.files import atomic_path, atomic_write_json
+    from ..backbones import save_backbone
+    from ..progress import progress
 
     out_dir = Path(out_dir)
     stamp = dict(stamp or {})
@@ -644,7 +644,7 @@ def _check_arguments(backbone, sizes, eval_sizes, epochs, batch_size, crops_per_
 
 def pretrain_stamp(cfg, train: CropSource, val: CropSource) -> dict:
     """What a pretrained backbone is keyed on; each value separately so a mismatch names it."""
-    from .config import to_dict
+    from ..config import to_dict
 
     p = to_dict(cfg.pretrain)
     p.pop("workers", None)  # data-loading processes do not change the result
@@ -705,7 +705,7 @@ def run_pretrain(cfg, run: Path, train_ds, val_ds=None, overwrite: bool = False)
     the same stamp is kept (``{"skipped": True}``); one made otherwise is replaced only with
     ``overwrite``.
     """
-    from .backbones import backbone_from_config
+    from ..backbones import backbone_from_config
 
     run = Path(run)
     out_dir = run / "pretrain"
@@ -758,7 +758,7 @@ def run_pretrain(cfg, run: Path, train_ds, val_ds=None, overwrite: bool = False)
     device = _resolve_device(p.device)
     task = None
     if p.mode == "windows":
-        from .window_pretrain import WindowSampling, WindowTask
+        from .windows import WindowSampling, WindowTask
 
         if train.items and train.items[0].boxes is None:
             raise ConfigError("pretrain.mode: 'windows' needs a detection dataset (boxes); an image folder trains on crops")

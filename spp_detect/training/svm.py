@@ -200,7 +200,7 @@ class HardNegativeTrainer:
 
     # ------------------------------------------------------------------ mining
     def add_image(self, image: SvmImage) -> None:
-        from .boxes import iou_matrix
+        from ..core.boxes import iou_matrix
 
         ordinal = self._image_ordinal.setdefault(image.image_id, len(self._image_ordinal))
         first = self.images_seen == 0

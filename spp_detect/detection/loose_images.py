@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PipelineConfig
-from .errors import ArtifactError, DataError
+from ..config import PipelineConfig
+from ..errors import ArtifactError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +22,13 @@ log = logging.getLogger(__name__)
 def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Path, overwrite: bool = False) -> list:
     import torch
 
-    from .bbox_regression import BoxRegressors
-    from .boxes import to_coco_xywh, to_voc
-    from .datasets.base import load_image
-    from .draw import draw_detections, write_png
-    from .features.cache import FeatureCache
-    from .features.extract import Extractor
-    from .head import load_head
-    from .io_utils import atomic_write_json, check_overwrite
-    from .pipeline import (
+    from ..artifacts.files import atomic_write_json, check_overwrite
+    from ..core.boxes import to_coco_xywh, to_voc
+    from ..core.roi_spp import roi_spp_pool
+    from ..datasets.base import load_image
+    from ..features.cache import FeatureCache
+    from ..features.extract import Extractor
+    from ..pipeline import (
         extract_settings,
         features_path,
         load_backbone,
@@ -38,9 +36,11 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
         models_dir,
         resolve_device,
     )
-    from .proposals.run import search_params
-    from .proposals.selective_search import selective_search
-    from .roi_spp import roi_spp_pool
+    from ..proposals.selective_search import selective_search
+    from ..proposals.stage import search_params
+    from ..training.bbox import BoxRegressors
+    from ..training.head import load_head
+    from .draw import draw_detections, write_png
     from .scoring import DetectParams, detect_image
 
     w, b, kind, classes = load_svms(run)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ArtifactError, OutputExistsError
+from ..errors import ArtifactError, OutputExistsError
 
 
 def temp_path_for(path: Path) -> Path:
@@ -84,7 +84,7 @@ def atomic_write_json(path: str | Path, obj) -> Path:
 
 def read_json(path: str | Path, what: str):
     """Parse a JSON file; a missing or malformed file is a :class:`DataError` naming it."""
-    from .errors import DataError
+    from ..errors import DataError
 
     path = Path(path)
     try:
