@@ -20,8 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def column(cfg, run: Path) -> dict:
-    from spp_detect.cli.common import open_split
-    from spp_detect.pipeline import run_detect, run_eval, run_pipeline, run_train_svm
+    from spp_detect.datasets.stage import open_split
+    from spp_detect.detection.stage import run_detect
+    from spp_detect.evaluation.stage import run_eval
+    from spp_detect.pipeline import run_pipeline
+    from spp_detect.training.stage import run_train_svm
 
     for _stage, _summary, _seconds in run_pipeline(cfg, run, until="train-bbox"):
         pass

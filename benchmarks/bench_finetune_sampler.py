@@ -33,10 +33,11 @@ def timed_draws(sampler, n: int) -> float:
 def main():
     import logging
 
-    from spp_detect.cli.common import open_split
+    from spp_detect.artifacts.layout import features_path
     from spp_detect.config import load_config
+    from spp_detect.datasets.stage import open_split
     from spp_detect.features.cache import FeatureCache
-    from spp_detect.pipeline import features_path, run_pipeline
+    from spp_detect.pipeline import run_pipeline
     from spp_detect.training.finetune import BatchSampler, WindowMemory, build_samples
 
     logging.getLogger("spp_detect").setLevel(logging.WARNING)

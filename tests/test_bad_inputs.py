@@ -165,7 +165,7 @@ def test_a_data_error_survives_a_process_boundary():
 
 
 def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path):
-    from spp_detect.artifacts.files import output_lock
+    from spp_detect.artifacts.lock import output_lock
 
     root = make_voc_tree(tmp_path / "voc", n_images=2, size=(64, 80), splits={"train": [0, 1]})
     run = tmp_path / "run"

@@ -123,7 +123,7 @@ def test_extract_flip_mirrors_the_training_split_only(tmp_path, caplog):
     from dataclasses import replace
 
     from spp_detect.config import load_config
-    from spp_detect.pipeline import run_extract
+    from spp_detect.features.stage import run_extract
     from tests.helpers import make_voc_tree, write_random_proposals
 
     root = make_voc_tree(tmp_path / "voc", n_images=4, size=(64, 80))

@@ -1,13 +1,8 @@
 import h5py
 import pytest
 
-from spp_detect.artifacts.files import (
-    atomic_path,
-    atomic_write_json,
-    check_overwrite,
-    open_h5_checked,
-    write_stamp,
-)
+from spp_detect.artifacts.files import atomic_path, atomic_write_json, check_overwrite
+from spp_detect.artifacts.stamps import open_h5_checked, write_stamp
 from spp_detect.errors import ArtifactError, OutputExistsError
 
 

@@ -248,7 +248,7 @@ def test_pretrain_stamp_names_explicit_channels_only_when_set():
     from types import SimpleNamespace
 
     from spp_detect.config import load_config
-    from spp_detect.pretrain.train import pretrain_stamp
+    from spp_detect.pretrain.stage import pretrain_stamp
 
     src = SimpleNamespace(name="synth", split="train", fingerprint="f")
     plain = pretrain_stamp(load_config(None, ["backbone.width=0.25"]), src, src)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spp_detect.artifacts.layout import proposals_path
 from spp_detect.datasets import open_dataset
 from spp_detect.errors import ArtifactError, OutputExistsError
 from spp_detect.proposals.store import (
@@ -13,7 +14,6 @@ from spp_detect.proposals.store import (
     check_existing,
     dataset_stamp,
     parts_dir_for,
-    proposals_path,
     read_proposals,
     write_proposals,
 )

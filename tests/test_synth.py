@@ -308,7 +308,7 @@ def test_older_annotations_are_rewritten_and_the_images_kept(tmp_path):
 
 def test_pipeline_brings_an_older_dataset_up_to_date(tmp_path):
     from spp_detect.config import PipelineConfig, with_values
-    from spp_detect.pipeline import ensure_synth
+    from spp_detect.datasets.stage import ensure_synth
 
     data = with_values(PipelineConfig().data, dataset="synth", data_root=str(tmp_path), synth_train=3, synth_val=1,
                        synth_test=2)
@@ -324,7 +324,7 @@ def test_pipeline_writes_missing_splits_and_keeps_the_dataset_there(tmp_path):
     from dataclasses import replace
 
     from spp_detect.config import PipelineConfig, with_values
-    from spp_detect.pipeline import ensure_synth
+    from spp_detect.datasets.stage import ensure_synth
 
     data = with_values(PipelineConfig().data, dataset="synth", data_root=str(tmp_path), synth_train=3, synth_val=1,
                        synth_test=2)

@@ -4,18 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from spp_detect.artifacts.layout import features_path
 from spp_detect.config import load_config
 from spp_detect.datasets import open_dataset
+from spp_detect.detection.stage import run_detect
+from spp_detect.evaluation.stage import run_eval
 from spp_detect.features.extract import ExtractSettings, cache_meta, extract_split, finalize_index
-from spp_detect.pipeline import (
-    features_path,
-    run_detect,
-    run_eval,
-    run_finetune,
-    run_train_bbox,
-    run_train_svm,
-)
 from spp_detect.training.bbox import decode, encode, fit_ridge
+from spp_detect.training.stage import run_finetune, run_train_bbox, run_train_svm
 from tests.helpers import jittered_proposals
 
 
@@ -228,11 +224,12 @@ def test_reservoir_keeps_everything_until_full_then_a_uniform_sample():
 def test_detect_computes_each_conv5_window_once_with_the_same_detections(tiny_run):
     # windows with the same conv5 rectangle and scale share features: detect scores them once;
     # the detections must be those of scoring every window on its own
+    from spp_detect.artifacts.layout import models_dir
     from spp_detect.detection.scoring import DetectParams, detect_image
     from spp_detect.evaluation.results_io import read_detections
     from spp_detect.features.cache import FeatureCache
-    from spp_detect.pipeline import feature_provider, load_svms, models_dir
     from spp_detect.training.bbox import BoxRegressors
+    from spp_detect.training.stage import feature_provider, load_svms
 
     cfg, run, root = tiny_run
     train, val, test = (open_dataset(str(root), s) for s in ("train", "val", "test"))

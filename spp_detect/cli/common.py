@@ -12,6 +12,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from ..artifacts import layout
 from ..config import PipelineConfig, load_config, save_config
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ def resolve_config(
     ``skip_bad``: the shared ``--skip-bad`` flag; given, it sets ``data.skip_bad`` for every
     stage the command runs (reading the dataset and each stage's per-image work alike).
     """
-    if config_path is None and run_dir is not None and (run_dir / "config.toml").is_file():
-        config_path = run_dir / "config.toml"
+    if config_path is None and run_dir is not None and layout.config_path(run_dir).is_file():
+        config_path = layout.config_path(run_dir)
     cfg = load_config(config_path, overrides)
     if run_dir is not None:
         cfg = replace(cfg, run=str(run_dir))
@@ -45,18 +46,6 @@ def save_run_config(cfg: PipelineConfig, run_dir: Path) -> Path:
     found nothing to do, leaves the saved config describing what the run folder holds.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    return save_config(cfg, run_dir / "config.toml")
+    return save_config(cfg, layout.config_path(run_dir))
 
 
-def open_split(cfg: PipelineConfig, dataset=None, split=None, data_root=None, image_dir=None, skip_bad=None):
-    """Open a split, command-line values first, then the config's ``[data]`` section."""
-    from ..datasets import open_dataset
-
-    d = cfg.data
-    return open_dataset(
-        dataset or d.dataset,
-        split or d.test_split,
-        data_root=data_root or (d.data_root or None),
-        skip_bad=d.skip_bad if skip_bad is None else skip_bad,
-        image_dir=image_dir or (d.image_dir or None),
-    )

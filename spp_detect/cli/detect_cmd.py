@@ -31,7 +31,8 @@ def detect(images, dataset, split, data_root, image_dir, skip_bad, run_dir, out_
     from dataclasses import replace
 
     from ..config import with_values
-    from .common import open_split, resolve_config, save_run_config
+    from ..datasets.stage import open_split
+    from .common import resolve_config, save_run_config
 
     cfg, run = resolve_config(config_path, overrides, run_dir, skip_bad)
     cfg = replace(cfg, detect=with_values(cfg.detect, score_threshold=score_threshold,
@@ -43,7 +44,7 @@ def detect(images, dataset, split, data_root, image_dir, skip_bad, run_dir, out_
         for path, n in written:
             click.echo(f"{path}: {n} boxes")
         return
-    from ..pipeline import run_detect
+    from ..detection.stage import run_detect
 
     ds = open_split(cfg, dataset, split or cfg.data.test_split, data_root, image_dir, skip_bad)
     summary = run_detect(cfg, run, ds, overwrite=overwrite)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from ..artifacts.layout import detections_path, eval_path
 from .options import dataset_options, overwrite_option, run_option, with_config
 
 METRIC_CHOICES = ("voc07", "voc10", "coco")
@@ -47,9 +48,10 @@ METRIC_CHOICES = ("voc07", "voc10", "coco")
 def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric, json_out, run_dir, config_path, overrides, overwrite):
     """Evaluate detections on a split: per-class AP table and mAP."""
     from ..artifacts.files import atomic_write_json, check_overwrite
+    from ..datasets.stage import open_split
     from ..errors import ConfigError, DataError
     from ..evaluation import evaluate, format_table, read_detections, result_to_json
-    from .common import open_split, resolve_config
+    from .common import resolve_config
 
     cfg, run = resolve_config(config_path, overrides, run_dir, skip_bad)
     metric = metric or cfg.eval.metric
@@ -59,7 +61,7 @@ def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric,
 
     from_run = detections is None
     if from_run:
-        detections = run / "detections" / f"{split_name}.json"
+        detections = detections_path(run, split_name)
         if not detections.is_file():
             raise DataError(
                 detections,
@@ -68,7 +70,7 @@ def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric,
                 split_name,
             )
     if json_out is None and (from_run or run_dir is not None):
-        json_out = run / "eval" / f"{split_name}.json"
+        json_out = eval_path(run, split_name)
     if json_out is not None:
         check_overwrite(json_out, overwrite)  # before the work, not after it
 
@@ -84,7 +86,7 @@ def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric,
             # what 'spp-detect run' compares to decide the eval stage is current
             import json
 
-            from ..pipeline import detections_stamp_path
+            from ..artifacts.layout import detections_stamp_path
 
             stamp_path = detections_stamp_path(run, split_name)
             doc["detections_stamp"] = json.loads(stamp_path.read_text())["stamp"] if stamp_path.is_file() else None

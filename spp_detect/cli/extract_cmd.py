@@ -39,8 +39,9 @@ def extract(dataset, split, data_root, image_dir, skip_bad, run_dir, backbone, w
     from dataclasses import replace
 
     from ..config import with_values
-    from ..pipeline import run_extract
-    from .common import open_split, resolve_config, save_run_config
+    from ..datasets.stage import open_split
+    from ..features.stage import run_extract
+    from .common import resolve_config, save_run_config
 
     cfg, run = resolve_config(config_path, overrides, run_dir, skip_bad)
     cfg = replace(

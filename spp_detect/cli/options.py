@@ -4,7 +4,8 @@ Index:
 - ``dataset_options``: ``--dataset``, ``--split``, ``--data-root``, ``--image-dir``, ``--skip-bad``
 - ``run_option``: ``--run`` / ``--run-dir`` (the run folder; torchrun needs the long name)
 - ``config_options``: ``--config`` (a pipeline file) and repeatable ``--set section.key=value``
-- ``overwrite_option``: ``--overwrite``
+- ``set_option``: ``--set`` alone (``spp-detect run`` takes the pipeline file as its argument)
+- ``overwrite_option``: ``--overwrite``; ``skip_bad_option``: ``--skip-bad``
 - ``int_list`` / ``float_list``: callbacks for comma-separated lists (``--scales 480,576``)
 """
 
@@ -39,6 +40,12 @@ def float_list(ctx, param, value):
         raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
 
 
+skip_bad_option = click.option(
+    "--skip-bad", is_flag=True, default=None,
+    help="Turn per-image errors into warnings, with a count at the end (data.skip_bad).",
+)
+
+
 def dataset_options(default_split: str | None = None):
     """``--dataset/--split/--data-root/--image-dir/--skip-bad`` for a command."""
 
@@ -58,8 +65,7 @@ def dataset_options(default_split: str | None = None):
         )
         @click.option("--image-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                       help="COCO only: folder of the images.")
-        @click.option("--skip-bad", is_flag=True, default=None,
-                      help="Turn per-image errors into warnings, with a count at the end.")
+        @skip_bad_option
         @functools.wraps(f)
         def wrapper(*args, **kwargs):
             return f(*args, **kwargs)
@@ -102,6 +108,7 @@ config_options = [
         help="Override one config value, e.g. --set extract.scales=688 (repeatable).",
     ),
 ]
+set_option = config_options[1]
 
 
 def with_config(f):

@@ -79,8 +79,10 @@ def pretrain(dataset, split, data_root, image_dir, skip_bad, val_split, backbone
     from dataclasses import replace
 
     from ..config import with_values
-    from ..pretrain.train import is_image_folder, open_image_folder, run_pretrain
-    from .common import open_split, resolve_config, save_run_config
+    from ..datasets.stage import open_split
+    from ..pretrain.stage import run_pretrain
+    from ..pretrain.train import is_image_folder, open_image_folder
+    from .common import resolve_config, save_run_config
 
     cfg, run = resolve_config(config_path, overrides, run_dir)
     cfg = replace(

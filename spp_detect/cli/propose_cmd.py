@@ -48,10 +48,11 @@ def propose(dataset, split, data_root, image_dir, skip_bad, mode, max_proposals,
     """
     from dataclasses import replace
 
+    from ..artifacts.layout import proposals_path
     from ..config import with_values
+    from ..datasets.stage import open_split
     from ..proposals.stage import FLUSH_EVERY_IMAGES, propose_split, search_params
-    from ..proposals.store import proposals_path
-    from .common import open_split, resolve_config, save_run_config
+    from .common import resolve_config, save_run_config
 
     if not split:
         raise click.BadParameter("give the split to make proposals for, e.g. --split trainval", param_hint="'--split'")

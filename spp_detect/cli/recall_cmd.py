@@ -29,10 +29,12 @@ def proposals_recall(dataset, split, data_root, image_dir, skip_bad, json_out, r
     from dataclasses import replace
 
     from ..artifacts.files import atomic_write_json, check_overwrite
+    from ..artifacts.layout import proposals_path
     from ..config import with_values
+    from ..datasets.stage import open_split
     from ..proposals.recall import format_recall_table, proposal_recall
-    from ..proposals.store import ProposalStore, proposals_path
-    from .common import open_split, resolve_config
+    from ..proposals.store import ProposalStore
+    from .common import resolve_config
 
     if not split:
         raise click.BadParameter("give the split whose proposals to measure, e.g. --split test", param_hint="'--split'")

@@ -33,8 +33,9 @@ def finetune(dataset, split, data_root, image_dir, skip_bad, run_dir, iterations
 
     Model selection on the validation split (data.val_split) when its features exist.
     """
-    from ..pipeline import run_finetune
-    from .common import open_split, save_run_config
+    from ..datasets.stage import open_split
+    from ..training.stage import run_finetune
+    from .common import save_run_config
 
     cfg, run = _setup(config_path, overrides, run_dir, skip_bad, finetune={"iterations": iterations, "lr": lr})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
@@ -63,8 +64,9 @@ def finetune(dataset, split, data_root, image_dir, skip_bad, run_dir, iterations
 def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features, workers, config_path, overrides,
               overwrite):
     """One linear SVM per class with hard-negative mining -> RUN/models/svm.h5."""
-    from ..pipeline import run_train_svm
-    from .common import open_split, save_run_config
+    from ..datasets.stage import open_split
+    from ..training.stage import run_train_svm
+    from .common import save_run_config
 
     cfg, run = _setup(config_path, overrides, run_dir, skip_bad, svm={"features": features, "workers": workers})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
@@ -89,8 +91,9 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features,
 def train_bbox(dataset, split, data_root, image_dir, skip_bad, run_dir, min_iou, ridge_lambda, config_path, overrides,
                overwrite):
     """Per-class ridge regressors from the SPP vector to box offsets -> RUN/models/bbox.h5."""
-    from ..pipeline import run_train_bbox
-    from .common import open_split, save_run_config
+    from ..datasets.stage import open_split
+    from ..training.stage import run_train_bbox
+    from .common import save_run_config
 
     cfg, run = _setup(config_path, overrides, run_dir, skip_bad, bbox={"min_iou": min_iou, "ridge_lambda": ridge_lambda})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.layout import bbox_path, head_path
 from ..config import PipelineConfig
 from ..errors import ArtifactError, DataError
 
@@ -23,23 +24,19 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     import torch
 
     from ..artifacts.files import atomic_write_json, check_overwrite
+    from ..artifacts.layout import features_path
     from ..core.boxes import to_coco_xywh, to_voc
     from ..core.roi_spp import roi_spp_pool
     from ..datasets.base import load_image
     from ..features.cache import FeatureCache
     from ..features.extract import Extractor
-    from ..pipeline import (
-        extract_settings,
-        features_path,
-        load_backbone,
-        load_svms,
-        models_dir,
-        resolve_device,
-    )
+    from ..features.stage import extract_settings, load_backbone
     from ..proposals.selective_search import selective_search
     from ..proposals.stage import search_params
+    from ..runtime import resolve_device
     from ..training.bbox import BoxRegressors
     from ..training.head import load_head
+    from ..training.stage import load_svms
     from .draw import draw_detections, write_png
     from .scoring import DetectParams, detect_image
 
@@ -50,10 +47,10 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     with FeatureCache(train_cache_path) as train_cache:
         pool_scale = train_cache.norm_scale(cfg.extract.norm_target)
         levels, order = train_cache.levels, train_cache.concat_order
-    head, meta = load_head(models_dir(run) / "head.pt") if kind == "fc7" else (None, None)
-    regressors = BoxRegressors.load(models_dir(run) / "bbox.h5") if cfg.detect.bbox_regression else None
+    head, meta = load_head(head_path(run)) if kind == "fc7" else (None, None)
+    regressors = BoxRegressors.load(bbox_path(run)) if cfg.detect.bbox_regression else None
     settings = extract_settings(cfg)
-    extractor = Extractor(load_backbone(cfg, run), settings, resolve_device(cfg.extract.device))
+    extractor = Extractor(load_backbone(cfg, run), settings, resolve_device(cfg.extract.device, "extract.device"))
     params = DetectParams(cfg.detect.score_floor, cfg.detect.nms_iou, cfg.detect.max_per_class, cfg.detect.bbox_regression)
     search = search_params(cfg.propose, cfg.seed)
     written, n_bad = [], 0

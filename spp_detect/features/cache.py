@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts.files import check_stamp, read_stamp
+from ..artifacts.stamps import check_stamp, read_stamp
 from ..errors import ArtifactError
 
 FEATURES_FORMAT = "spp-detect/features"

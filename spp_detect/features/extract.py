@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts.files import atomic_path, check_stamp, write_stamp
+from ..artifacts.files import atomic_path
+from ..artifacts.stamps import check_stamp, write_stamp
 from ..core.boxes import flip_horizontal
 from ..datasets.base import DetectionDataset, ImageRecord, load_image
 from ..errors import ArtifactError, DataError, SppError
 from ..progress import progress
+from ..runtime import barrier
 from .cache import FEATURES_FORMAT, FEATURES_VERSION, PART_FORMAT, FeatureCache, parts_dir
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def extract_split(dataset: DetectionDataset, proposals: dict, backbone, settings
                   stamp: dict, **kwargs) -> dict:
     """:func:`_extract_split`, holding the lock on ``out_path`` for this rank's share: a second
     run on the same cache is refused at once instead of racing the first."""
-    from ..artifacts.files import output_lock
+    from ..artifacts.lock import output_lock
 
     with output_lock(out_path, kwargs.get("rank", 0)):
         return _extract_split(dataset, proposals, backbone, settings, out_path, stamp, **kwargs)
@@ -273,7 +274,7 @@ def _extract_split(
     pdir = parts_dir(out_path)
     if out_path.exists():
         if not overwrite:
-            from ..artifacts.files import open_h5_checked
+            from ..artifacts.stamps import open_h5_checked
 
             open_h5_checked(out_path, FEATURES_FORMAT, FEATURES_VERSION, stamp,
                             remedy="pass --overwrite to extract again").close()
@@ -284,7 +285,7 @@ def _extract_split(
     if overwrite and rank == 0 and pdir.exists():
         shutil.rmtree(pdir)
     if world_size > 1:
-        _barrier()
+        barrier()
     pdir.mkdir(parents=True, exist_ok=True)
 
     done = finished_parts(pdir, stamp)
@@ -376,11 +377,6 @@ def _extract_split(
     }
 
 
-def _barrier():
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def estimate_bytes(records: list[ImageRecord], channels: int, stride: int, settings: ExtractSettings) -> int:
@@ -485,6 +481,3 @@ def cache_meta(backbone, settings: ExtractSettings) -> dict:
     }
 
 
-def world() -> tuple[int, int]:
-    """(rank, world_size) under torchrun, else (0, 1)."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -2,7 +2,8 @@
 
 How later stages read proposals::
 
-    from . import ProposalStore, proposals_path
+    from . import ProposalStore
+    from ..artifacts.layout import proposals_path
     with ProposalStore(proposals_path(run, ds.split), ds) as store:   # checks dataset/split
         boxes = store.boxes(image_id)      # float32 (N, 4), (x1, y1, x2, y2) 0-based inclusive
         for image_id, boxes in store: ...  # file order, fast sequential reads
@@ -13,6 +14,7 @@ the stage), :mod:`.importers` (R-CNN ``.mat`` and JSON), :mod:`.recall` (recall 
 Heavy modules (OpenCV, h5py) load only when used.
 """
 
-from .store import FORMAT, VERSION, ProposalStore, proposals_path, read_proposals
+from ..artifacts.layout import proposals_path
+from .store import FORMAT, VERSION, ProposalStore, read_proposals
 
 __all__ = ["FORMAT", "VERSION", "ProposalStore", "proposals_path", "read_proposals"]

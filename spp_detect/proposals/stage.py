@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..runtime import barrier, start_world
 from .selective_search import SearchParams, selective_search
 from .store import PartialRun, check_existing, dataset_stamp, parts_dir_for, write_proposals
 
@@ -142,7 +143,7 @@ def run_propose(cfg, run: str | Path, dataset, overwrite: bool = False, show_pro
     """The stage as ``spp-detect run`` calls it: ``RUN/proposals/<split>.h5`` from the config."""
     from dataclasses import asdict
 
-    from .store import proposals_path
+    from ..artifacts.layout import proposals_path
 
     summary = propose_split(
         dataset, proposals_path(run, dataset.split), search_params(cfg.propose, cfg.seed),
@@ -157,9 +158,9 @@ def run_propose(cfg, run: str | Path, dataset, overwrite: bool = False, show_pro
 def propose_split(dataset, out_path: str | Path, params: SearchParams, **kwargs) -> ProposeSummary:
     """The ``propose`` stage for one dataset split (:func:`_propose_split`), holding the lock on
     ``out_path`` for this process's share: a second run on the same file is refused at once."""
-    from ..artifacts.files import output_lock
+    from ..artifacts.lock import output_lock
 
-    with output_lock(out_path, _world()[0]):
+    with output_lock(out_path, start_world()[0]):
         return _propose_split(dataset, out_path, params, **kwargs)
 
 
@@ -192,12 +193,12 @@ def _propose_split(
         return summary
     # under torchrun each rank takes images rank::world_size and writes its own parts; rank 0
     # assembles the file once every rank has finished
-    rank, world_size = _world()
+    rank, world_size = start_world()
     if world_size > 1 and rank != 0:
-        _barrier()  # rank 0 may be clearing the parts folder (--overwrite)
+        barrier()  # rank 0 may be clearing the parts folder (--overwrite)
     partial = PartialRun(parts_dir_for(out_path), stamp, overwrite=overwrite and rank == 0)
     if world_size > 1 and rank == 0:
-        _barrier()
+        barrier()
     split_ids = {r.image_id for r in dataset.records}
     summary.reused = len(partial.done & split_ids)
     todo = [r for i, r in enumerate(dataset.records) if i % world_size == rank and r.image_id not in partial.done]
@@ -242,33 +243,17 @@ def _propose_split(
     if summary.fallback > MAX_LOGGED_WARNINGS:
         log.warning("%d image(s) in total got the whole image as their only proposal", summary.fallback)
     if world_size > 1:
-        _barrier()
+        barrier()
         if rank == 0:
             finish_from_parts(dataset, out_path, PartialRun(parts_dir_for(out_path), stamp))  # every rank's parts
-        _barrier()
+        barrier()
         return summary
     finish_from_parts(dataset, out_path, partial)
     return summary
 
 
-def _world() -> tuple[int, int]:
-    """(rank, world size) under torchrun (process group started on first use), else (0, 1)."""
-    import os
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return dist.get_rank(), world_size
 
 
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    dist.barrier()
 
 
 def finish_from_parts(dataset, out_path: Path, partial: PartialRun) -> Path:

@@ -32,13 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts.files import (
-    atomic_path,
-    atomic_write_json,
-    check_stamp,
-    open_h5_checked,
-    write_stamp,
-)
+from ..artifacts.files import atomic_path, atomic_write_json
+from ..artifacts.stamps import check_stamp, open_h5_checked, stamp_differences, write_stamp
 from ..errors import ArtifactError, OutputExistsError
 
 log = logging.getLogger(__name__)
@@ -48,9 +43,6 @@ VERSION = 1
 BOX_CHUNK_ROWS = 8192  # 128 KiB chunks: one image's <= 2000 boxes touch one or two chunks
 
 
-def proposals_path(run_dir: str | Path, split: str) -> Path:
-    """Where a run keeps a split's proposals."""
-    return Path(run_dir) / "proposals" / f"{split}.h5"
 
 
 def parts_dir_for(path: str | Path) -> Path:
@@ -64,22 +56,6 @@ def dataset_stamp(dataset) -> dict:
     return {"dataset": dataset.name, "split": dataset.split, "fingerprint": dataset.fingerprint()}
 
 
-def stamp_differences(found: dict, want: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    """``(dotted key, found value, wanted value)`` for every key of ``want`` that ``found``
-    lacks or holds differently, recursing into dicts so a message names ``params.min_size``
-    rather than the whole parameter set."""
-    out = []
-    for key, value in want.items():
-        name = f"{prefix}{key}"
-        if key not in found:
-            out.append((name, None, value))
-            continue
-        got = found[key]
-        if isinstance(value, dict) and isinstance(got, dict):
-            out.extend(stamp_differences(got, value, name + "."))
-        elif json.loads(json.dumps(got)) != json.loads(json.dumps(value)):
-            out.append((name, got, value))
-    return out
 
 
 def _remedy(stamp: dict) -> str:

@@ -116,7 +116,8 @@ class BoxRegressors:
 
         import h5py
 
-        from ..artifacts.files import atomic_path, write_stamp
+        from ..artifacts.files import atomic_path
+        from ..artifacts.stamps import write_stamp
 
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as h5:
@@ -128,7 +129,7 @@ class BoxRegressors:
 
     @classmethod
     def load(cls, path, expect: dict | None = None) -> BoxRegressors:
-        from ..artifacts.files import open_h5_checked
+        from ..artifacts.stamps import open_h5_checked
 
         with open_h5_checked(path, BBOX_FORMAT, BBOX_VERSION, expect, remedy="rerun 'spp-detect train-bbox'") as h5:
             return cls(h5["weights"][()], h5["bias"][()], float(h5.attrs["feature_scale"]))

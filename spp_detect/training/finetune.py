@@ -34,9 +34,9 @@ from ..core.matching import label_windows, usable_gt
 from ..datasets.base import DetectionDataset
 from ..errors import ConfigError
 from ..features.cache import FeatureCache
-from ..features.extract import world
 from ..pretrain.train import BACKGROUND
 from ..progress import progress
+from ..runtime import world
 from .head import SppHead, save_head
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,213 @@
+"""The training stages: ``finetune`` (``RUN/models/head.pt``), ``train-svm`` (``svm.h5``) and
+``train-bbox`` (``bbox.h5``), each on the training split's feature cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..artifacts.layout import bbox_path, features_path, head_path, svm_path
+from ..config import PipelineConfig, config_hash
+from ..datasets.base import DetectionDataset
+from ..features.stage import feature_key, open_features, resolve_weights
+from ..runtime import barrier, resolve_device, start_world
+
+
+def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val_ds: DetectionDataset | None,
+                 overwrite: bool = False, resume: bool = False) -> dict:
+    from ..artifacts.files import check_overwrite
+    from .finetune import finetune
+
+    out = head_path(run)
+    f = cfg.finetune
+    _, world_size = start_world()
+    cache = open_features(run, train_ds)
+    # how many processes and which device do not change the result: left out of the stamp. RAM can:
+    # windows that do not fit come from a sample (fg/bg_per_image, stamped), but a different
+    # memory_mb that keeps the same choice gives the same head, so it is not stamped either
+    stamp = {"features": feature_key(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0, device=""))}
+    device = resolve_device(f.device, "finetune.device")
+    if out.exists() and not overwrite:
+        from .head import load_head
+
+        load_head(out, expect=stamp)
+        return {"skipped": True, "path": str(out)}
+    check_overwrite(out, True)
+    val = None
+    if val_ds is not None and features_path(run, val_ds.split).is_file():
+        val = (open_features(run, val_ds), val_ds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pretrained = None
+    if f.init == "pretrained":
+        from ..backbones import pretrained_head
+
+        pretrained = pretrained_head(resolve_weights(cfg, run))
+    summary = finetune(
+        cache, train_ds, val, out, stamp, fc_dim=f.fc_dim, dropout=f.dropout, iterations=f.iterations, lr=f.lr,
+        lr_steps=f.lr_steps, momentum=f.momentum, weight_decay=f.weight_decay, batch_size=f.batch_size,
+        images_per_batch=f.images_per_batch, fg_fraction=f.fg_fraction, fg_iou=f.fg_iou, bg_iou_low=f.bg_iou_low,
+        flip=f.flip, random_scale=f.random_scale, val_every=f.val_every, val_images=f.val_images,
+        norm_target=cfg.extract.norm_target, seed=f.seed, resume=resume, pretrained=pretrained,
+        memory_bytes=f.memory_mb << 20, fg_per_image=f.fg_per_image, bg_per_image=f.bg_per_image, device=device,
+    )
+    barrier()  # rank 0 writes head.pt: no rank goes on before it exists
+    summary["path"] = str(out)
+    return summary
+
+
+def feature_provider(cfg: PipelineConfig, run: Path, cache, kind: str, device: str = "cpu"):
+    from ..detection.scoring import FeatureProvider
+    from .head import load_head
+
+    if kind == "fc7":
+        head, meta = load_head(head_path(run))
+        provider = FeatureProvider("fc7", cache, head, meta, cfg.extract.norm_target, device=device)
+        return provider, config_hash(meta["stamp"], meta["fc7_norm_mean"])
+    return FeatureProvider("pool", cache, target=cfg.extract.norm_target, device=device), "pool"
+
+
+SVM_FORMAT = "spp-detect/svm"
+
+
+SVM_VERSION = 2  # 2: positives gathered before mining, capped caches (version 1 streamed positives in)
+
+
+def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False) -> dict:
+    import json
+    import os
+
+    import h5py
+    import numpy as np
+
+    from ..artifacts.files import atomic_path
+    from ..artifacts.stamps import open_h5_checked, write_stamp
+    from ..core.matching import usable_gt
+    from ..progress import progress
+    from .prefetch import prefetched
+    from .svm import SvmImage, gather_positives, train_svms, window_keys
+
+    s = cfg.svm
+    out = svm_path(run)
+    cache = open_features(run, train_ds)
+    device = resolve_device(s.device, "svm.device")
+    provider, head_key = feature_provider(cfg, run, cache, s.features, device)
+    # where it runs and how much RAM it may take do not change the SVMs: left out of the stamp
+    stamp = {"features": feature_key(cache), "head": head_key,
+             "svm": config_hash(replace(s, workers=0, memory_mb=0, device=""))}
+    if out.exists() and not overwrite:
+        open_h5_checked(out, SVM_FORMAT, SVM_VERSION, stamp, remedy="pass --overwrite to train again").close()
+        return {"skipped": True, "path": str(out)}
+
+    def labelled(image_id):
+        gt_boxes, gt_labels = usable_gt(train_ds.record(image_id))
+        return gt_boxes, np.asarray(gt_labels)
+
+    def positives():
+        # every ground-truth window of every image, before mining (R-CNN's positive pool)
+        for image_id in progress(cache.image_ids, desc="train-svm positives", unit="img"):
+            win = cache.windows(image_id)
+            _, gt_labels = labelled(image_id)
+            if win.n_gt == 0:
+                continue
+            feats = provider.from_pooled(provider.pooled(image_id, np.arange(win.n_gt), windows=win))
+            yield feats, gt_labels[: win.n_gt]
+
+    def images():
+        for image_id in progress(cache.image_ids, desc="train-svm mining", unit="img"):
+            win = cache.windows(image_id)
+            best = win.best_scale
+            keys = window_keys(win.rects[np.arange(len(best)), best], best)
+            # proposals only (ground truth is never a negative), each conv5 window once: windows
+            # that project onto the same cells at the same scale have the same features
+            _, first = np.unique(keys[win.n_gt :], return_index=True)
+            idx = np.sort(first) + win.n_gt
+            feats = provider.from_pooled(provider.pooled(image_id, idx, windows=win))
+            gt_boxes, gt_labels = labelled(image_id)
+            yield SvmImage(image_id, feats.astype(np.float32, copy=False), win.boxes[idx], keys[idx],
+                           np.full(len(idx), -1), gt_boxes, gt_labels)
+
+    workers = s.workers or os.cpu_count() or 1
+    n_classes = len(train_ds.classes)
+    # the next images' features are computed while liblinear's fits run (prefetch thread)
+    pos = gather_positives(prefetched(positives()), n_classes, provider.dim)
+    w, b, logs, memory = train_svms(
+        pos, prefetched(images()), provider.dim, C=s.C, positive_weight=s.positive_weight,
+        bias_feature=s.bias_feature, negative_iou=s.negative_iou, hard_threshold=s.hard_threshold,
+        evict_threshold=s.evict_threshold, retrain_every=s.retrain_every, max_negatives=s.max_negatives,
+        fit_memory_bytes=s.memory_mb << 20, workers=workers, seed=s.seed,
+    )
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            write_stamp(h5, SVM_FORMAT, SVM_VERSION, stamp)
+            h5.attrs["features"] = s.features
+            h5.attrs["classes"] = json.dumps(list(train_ds.classes))
+            h5.attrs["logs"] = json.dumps(logs)
+            h5.attrs["memory"] = json.dumps(memory)
+            h5.create_dataset("weights", data=w)
+            h5.create_dataset("bias", data=b)
+    return {"path": str(out), "retrains": [len(x) for x in logs], "final": [x[-1] if x else {} for x in logs],
+            **memory}
+
+
+def load_svms(run: Path):
+    import json
+
+    from ..artifacts.stamps import open_h5_checked
+
+    with open_h5_checked(svm_path(run), SVM_FORMAT, SVM_VERSION, remedy="run 'spp-detect train-svm'") as h5:
+        return h5["weights"][()], h5["bias"][()], str(h5.attrs["features"]), json.loads(h5.attrs["classes"])
+
+
+def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False,
+                   max_per_class: int = 5000) -> dict:
+    import numpy as np
+
+    from ..artifacts.stamps import open_h5_checked
+    from ..core.matching import label_windows, usable_gt
+    from ..detection.scoring import FeatureProvider
+    from ..progress import progress
+    from .bbox import BoxRegressors, Reservoir, encode, fit_ridge
+
+    bb = cfg.bbox
+    out = bbox_path(run)
+    cache = open_features(run, train_ds)
+    stamp = {"features": feature_key(cache), "bbox": config_hash(bb), "max_per_class": max_per_class}
+    if out.exists() and not overwrite:
+        from .bbox import BBOX_FORMAT, BBOX_VERSION
+
+        open_h5_checked(out, BBOX_FORMAT, BBOX_VERSION, stamp, remedy="pass --overwrite to train again").close()
+        return {"skipped": True, "path": str(out)}
+    provider = FeatureProvider("pool", cache, target=cfg.extract.norm_target)
+    k = len(train_ds.classes)
+    rng = np.random.default_rng(0)
+    # bounded memory and solve time: a uniform random sample of each class's windows, drawn as
+    # they stream past (every window is kept when there are no more than max_per_class)
+    samples = [Reservoir(max_per_class, rng) for _ in range(k)]
+    for image_id in progress(cache.image_ids, desc="train-bbox", unit="img"):
+        record = train_ds.record(image_id)
+        win = cache.windows(image_id)
+        gt_boxes, gt_labels = usable_gt(record)
+        lab = label_windows(win.boxes, gt_boxes, gt_labels)
+        sel = np.nonzero(lab.max_iou >= bb.min_iou)[0]
+        if len(sel) == 0:
+            continue
+        feats = provider.pooled(image_id, sel, windows=win).numpy()
+        targets = encode(win.boxes[sel], gt_boxes[lab.gt_index[sel]])
+        for c in np.unique(lab.gt_label[sel]):
+            m = lab.gt_label[sel] == c
+            samples[c].add(feats[m], targets[m])
+    dim = cache.dim
+    weights = np.zeros((k, dim, 4), np.float32)
+    bias = np.zeros((k, 4), np.float32)
+    counts = []
+    for c in range(k):
+        counts.append(len(samples[c]))
+        if not len(samples[c]):
+            continue
+        x, y = samples[c].arrays()
+        samples[c] = None  # the sample's memory goes as soon as its class is fitted
+        w, b = fit_ridge(x, y, bb.ridge_lambda)
+        weights[c], bias[c] = w, b
+    BoxRegressors(weights, bias, 1.0).save(out, {"stamp": stamp, "classes": list(train_ds.classes), "counts": counts})
+    return {"path": str(out), "windows_per_class": counts}
