@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from spp_detect.backbones import WithinChannelLRN, build_backbone, pretrained_head, save_backbone
 from spp_detect.cli.main import cli
 from spp_detect.core.boxes import iou_matrix
-from spp_detect.core.geometry import choose_scales
+from spp_detect.core.geometry import WindowGeometry, choose_scales
 from spp_detect.core.roi_spp import RoiSppPooler
 from spp_detect.datasets import open_dataset
 from spp_detect.errors import ConfigError
@@ -54,8 +54,8 @@ def test_an_image_without_objects_gives_background_only():
     assert len(win) == 16 and np.all(lab == 7)
 
 
-def _task(scales=(64, 96), target=40):
-    return WindowTask(WindowSampling(scales, target, 0, 16, 0.5, 0.5), "paper", LEVELS, "coarse_first")
+def _task(scales=(64, 96), target=40, rule="paper"):
+    return WindowTask(WindowSampling(WindowGeometry(scales, target, 0, rule), 16, 0.5, 0.5), LEVELS, "coarse_first")
 
 
 def test_windows_come_at_the_scale_extraction_pools_them(voc):
@@ -101,6 +101,53 @@ def test_training_windows_pool_as_the_detector_does_and_train_the_trunk(voc):
         hook.remove()
     expected = RoiSppPooler(LEVELS, "coarse_first")(fmap[0], torch.from_numpy(rects))
     torch.testing.assert_close(captured["x"], expected)
+
+
+@pytest.mark.parametrize("rule", ["paper", "released"])
+def test_window_pretraining_pools_the_cells_extraction_pools_under_either_rule(voc, monkeypatch, rule):
+    # extract.projection selects three steps at once (scale choice, box scaling, projection);
+    # window pretraining once applied it to the projection only. Same windows, same image:
+    # the scale each window is trained at and the cells pooled must be the extraction's.
+    import spp_detect.pretrain.windows as windows_module
+    from spp_detect.datasets.base import load_image
+    from spp_detect.features.extract import Extractor, ExtractSettings
+
+    scales, target = (64, 96), 40
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 80, (300, 2))
+    side = rng.uniform(8, 60, (300, 2))
+    cand = np.concatenate([xy, np.minimum(xy + side, [127, 95])], 1).astype(np.float32)  # 128 x 96 images
+
+    def fixed_windows(rng_, boxes, labels, avoid, height, width, n, fg_fraction, fg_iou, background, accept):
+        keep = accept(cand)
+        return cand[keep], np.zeros(int(keep.sum()), np.int64)
+
+    monkeypatch.setattr(windows_module, "sample_windows", fixed_windows)
+    source = crop_source_from_detection(open_dataset(str(voc), "val"))
+    task = _task(scales, target, rule)
+    _, val = task.datasets(source, source, seed=0)
+    torch.manual_seed(0)
+    backbone = build_backbone("zf5", width=0.125).eval()
+    model = build_classifier(backbone, 3, LEVELS, "coarse_first", 16, 0.0).eval()
+    extracted = Extractor(backbone, ExtractSettings(scales=scales, target_size=target, projection=rule)).run(
+        load_image(source.items[0].path), cand)
+    paper = Extractor(backbone, ExtractSettings(scales=scales, target_size=target, projection="paper")).run(
+        load_image(source.items[0].path), cand)
+    differs = False
+    for k, scale in enumerate(scales):
+        val.size = scale
+        item = val[0]
+        at_k = extracted["best_scale"] == k
+        assert len(item[2]) == int(at_k.sum()) > 0  # the windows extraction pools at this scale
+        captured = {}
+        hook = model.head.register_forward_pre_hook(lambda module, args: captured.setdefault("x", args[0]))
+        with torch.no_grad():
+            task.forward(model, [item], "cpu")
+        hook.remove()
+        want = RoiSppPooler(LEVELS, "coarse_first")(extracted["maps"][k], torch.from_numpy(extracted["rects"][at_k, k]))
+        torch.testing.assert_close(captured["x"], want)
+        differs |= not np.array_equal(extracted["rects"][at_k, k], paper["rects"][paper["best_scale"] == k, k])
+    assert differs == (rule == "released")  # the two rules really give other cells here
 
 
 def test_windows_mode_through_the_cli(voc, tmp_path):

@@ -20,6 +20,7 @@ Where the paper and its released code differ, both rules are here (``rule="paper
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -240,3 +241,44 @@ def project_boxes(boxes, stride: float, offset: float, rule: str, map_h: int, ma
     lo = np.clip(lo, 0, limit)
     hi = np.clip(hi, 0, limit)
     return np.concatenate([lo, hi], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the three steps under one rule
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """How windows of an original image reach conv5 cells: scale choice, box scaling and
+    projection, all under ONE ``rule`` (``extract.projection``: ``paper`` or ``released``).
+
+    Extraction and window pretraining both go through this object, so they cannot apply a rule
+    to one step and not another. Boxes: (N, 4) ``(x1, y1, x2, y2)``, 0-based inclusive pixels,
+    in the original frame unless the resized one is named.
+    """
+
+    scales: tuple[int, ...]
+    target_size: int = 224
+    max_size: int = 0
+    rule: str = "paper"
+
+    def __post_init__(self):
+        _check_rule(self.rule, "window geometry")
+
+    def best_scales(self, boxes, image_h: int, image_w: int, target_size: float | None = None) -> np.ndarray:
+        """One scale index per window (:func:`choose_scales`); ``target_size`` overrides the
+        configured one (window pretraining jitters it)."""
+        target = self.target_size if target_size is None else target_size
+        return choose_scales(boxes, image_h, image_w, self.scales, target, self.max_size, self.rule)
+
+    def resize(self, image: np.ndarray, k: int) -> np.ndarray:
+        """The image resized to scale ``k`` (index into :attr:`scales`)."""
+        return resize_image(image, self.scales[k], self.max_size)[0]
+
+    def to_resized(self, boxes, image_h: int, image_w: int, new_h: int, new_w: int) -> np.ndarray:
+        """Boxes of the original frame in the resized frame (:func:`boxes_to_resized`)."""
+        return boxes_to_resized(boxes, image_h, image_w, new_h, new_w, self.rule)
+
+    def project(self, boxes_resized, stride: float, offset: float, map_h: int, map_w: int) -> np.ndarray:
+        """Boxes of the resized frame as conv5 cell rectangles (:func:`project_boxes`)."""
+        return project_boxes(boxes_resized, stride, offset, self.rule, map_h, map_w)

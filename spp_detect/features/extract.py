@@ -28,6 +28,7 @@ import numpy as np
 from ..artifacts.files import atomic_path
 from ..artifacts.stamps import check_stamp, write_stamp
 from ..core.boxes import flip_horizontal
+from ..core.geometry import WindowGeometry
 from ..datasets.base import DetectionDataset, ImageRecord, load_image
 from ..errors import ArtifactError, DataError, SppError
 from ..progress import progress
@@ -59,6 +60,11 @@ class ExtractSettings:
     images_per_part: int = 16
     compression: str = "gzip"  # gzip (small, portable) | lzf (faster, h5py-only)
     warp_size: int = 224  # cache "warped" (R-CNN): the trunk's input size windows are warped to
+
+    @property
+    def geometry(self) -> WindowGeometry:
+        """Scale choice, box scaling and projection, all under ``projection``'s rule."""
+        return WindowGeometry(tuple(self.scales), self.target_size, self.max_size, self.projection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,13 +121,7 @@ class Extractor:
         With ``cache = "warped"`` (R-CNN): each window's own SPP vector (``pooled``) instead,
         from its warped crop (:mod:`.rcnn`); one "scale", rectangles left empty.
         """
-        from ..core.geometry import (
-            boxes_to_resized,
-            choose_scales,
-            project_boxes,
-            resize_image,
-            resize_shape,
-        )
+        from ..core.geometry import resize_shape
 
         s = self.settings
         if s.cache == "warped":
@@ -132,14 +132,14 @@ class Extractor:
                     "best_scale": np.zeros(len(boxes), np.int8)}
         h, w = image.shape[:2]
         maps, rects = [], np.zeros((len(boxes), len(s.scales), 4), np.int16)
-        rule = "released" if s.projection == "released" else "paper"
+        geometry = s.geometry
         for k, scale in enumerate(s.scales):
             nh, nw, _ = resize_shape(h, w, scale, s.max_size)
             if nh * nw > MAX_RESIZED_PIXELS:
                 raise DataError(source, f"resized to {nw}x{nh} at scale {scale} it would hold over "
                                 f"{MAX_RESIZED_PIXELS // 10**6} million pixels (extract.max_size = {s.max_size}: "
                                 "0 is no cap); set extract.max_size, e.g. 2000", "size", f"{w}x{h}")
-            resized, _factor = resize_image(image, scale, s.max_size)
+            resized = geometry.resize(image, k)
             if min(self.backbone.output_size(*resized.shape[:2])) < 1:
                 raise DataError(source, f"too small or too thin for {self.backbone.name}: resized to "
                                 f"{resized.shape[1]}x{resized.shape[0]} at scale {scale} (max_size {s.max_size}) it "
@@ -147,11 +147,10 @@ class Extractor:
                                 "size", f"{w}x{h}")
             fmap = self._forward(resized)
             maps.append(fmap)
-            in_resized = boxes_to_resized(boxes, h, w, resized.shape[0], resized.shape[1], rule)
-            rects[:, k] = project_boxes(
-                in_resized, self.backbone.stride, self.backbone.offset, rule, fmap.shape[1], fmap.shape[2]
-            )
-        best = choose_scales(boxes, h, w, s.scales, s.target_size, s.max_size, rule)
+            in_resized = geometry.to_resized(boxes, h, w, resized.shape[0], resized.shape[1])
+            rects[:, k] = geometry.project(in_resized, self.backbone.stride, self.backbone.offset,
+                                           fmap.shape[1], fmap.shape[2])
+        best = geometry.best_scales(boxes, h, w)
         return {"maps": maps, "rects": rects, "best_scale": best.astype(np.int8)}
 
 

@@ -125,13 +125,15 @@ def run_pretrain(cfg, run: Path, train_ds, val_ds=None, overwrite: bool = False)
     device = resolve_device(p.device, "pretrain.device")
     task = None
     if p.mode == "windows":
+        from ..core.geometry import WindowGeometry
         from .windows import WindowSampling, WindowTask
 
         if train.items and train.items[0].boxes is None:
             raise ConfigError("pretrain.mode: 'windows' needs a detection dataset (boxes); an image folder trains on crops")
         e = cfg.extract
-        sampling = WindowSampling(tuple(e.scales), e.target_size, e.max_size, p.windows_per_image, p.fg_fraction, p.fg_iou)
-        task = WindowTask(sampling, e.projection, cfg.spp.levels, cfg.spp.concat_order)
+        geometry = WindowGeometry(tuple(e.scales), e.target_size, e.max_size, e.projection)
+        sampling = WindowSampling(geometry, p.windows_per_image, p.fg_fraction, p.fg_iou)
+        task = WindowTask(sampling, cfg.spp.levels, cfg.spp.concat_order)
     elif p.mode != "crops":
         raise ConfigError(f"pretrain.mode: unknown mode {p.mode!r}; use crops or windows")
     t0 = time.perf_counter()

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..core.boxes import flip_horizontal, iou_matrix
-from ..core.geometry import boxes_to_resized, choose_scales, project_boxes, resize_image
+from ..core.geometry import WindowGeometry
 from ..core.spp import spp_pool
 
 NEAR_SIGMA = 0.35  # relative jitter (centre shift, log size) of "near an object" candidates
@@ -135,9 +135,7 @@ def sample_windows(
 class WindowSampling:
     """Which windows of which image scale an example holds (the extraction's settings included)."""
 
-    scales: tuple[int, ...]  # shorter sides (extract.scales)
-    target_size: int  # the scale choice's target (extract.target_size)
-    max_size: int  # cap on the longer side (extract.max_size)
+    geometry: WindowGeometry  # scales, target size, cap and rule of the extraction ([extract])
     windows_per_image: int
     fg_fraction: float
     fg_iou: float
@@ -148,7 +146,7 @@ class WindowDataset:
 
     Item ``i``: ``(uint8 (h, w, 3) image resized to one of ``scales``, float32 (n, 4) windows in
     the resized frame, int64 (n,) labels)``. The windows are those the extraction's scale choice
-    (:func:`spp_detect.core.geometry.choose_scales`, ``target_size``) would pool at that scale, so
+    (:class:`spp_detect.core.geometry.WindowGeometry`, ``target_size``) would pool at that scale, so
     the trunk learns each window at the size it will see it. Training items draw the scale, the
     windows and a mirror from an RNG seeded by (seed, epoch, index); validation items draw
     windows from (seed, index) and take every scale in turn as ``size`` is set.
@@ -158,7 +156,7 @@ class WindowDataset:
         self.source = source
         self.train = train
         self.sampling = sampling
-        self.scales = sampling.scales
+        self.scales = sampling.geometry.scales
         self.seed = seed
         self.background_label = len(source.classes)
         self.size: int | None = None
@@ -180,15 +178,14 @@ class WindowDataset:
             raise RuntimeError(f"WindowDataset.size must be one of {self.scales} for validation, got {self.size}")
         else:
             k = self.scales.index(int(self.size))
-        scale = self.scales[k]
 
         sp = self.sampling
 
         def at_this_scale(cand):
-            target = sp.target_size
+            target = sp.geometry.target_size
             if self.train:  # a window near the boundary between two scales may go to either
                 target *= math.exp(rng.uniform(-0.2, 0.2))
-            return choose_scales(cand, height, width, self.scales, target, sp.max_size) == k
+            return sp.geometry.best_scales(cand, height, width, target) == k
 
         windows, labels = sample_windows(
             rng, item.boxes, item.labels, item.avoid, height, width, sp.windows_per_image, sp.fg_fraction,
@@ -197,8 +194,8 @@ class WindowDataset:
         if self.train and rng.random() < 0.5:
             image = np.ascontiguousarray(image[:, ::-1])
             windows = flip_horizontal(windows, width)
-        resized, _ = resize_image(image, scale, sp.max_size)
-        in_resized = boxes_to_resized(windows, height, width, resized.shape[0], resized.shape[1])
+        resized = sp.geometry.resize(image, k)
+        in_resized = sp.geometry.to_resized(windows, height, width, resized.shape[0], resized.shape[1])
         return resized, in_resized.astype(np.float32), labels
 
 
@@ -213,10 +210,9 @@ class WindowTask:
     name = "windows"
     collate = staticmethod(collate_windows)
 
-    def __init__(self, sampling: WindowSampling, projection: str, levels, concat_order: str):
+    def __init__(self, sampling: WindowSampling, levels, concat_order: str):
         self.sampling = sampling
-        self.scales = sampling.scales
-        self.projection = projection
+        self.scales = sampling.geometry.scales
         self.levels = tuple(levels)
         self.concat_order = concat_order
 
@@ -242,8 +238,8 @@ class WindowTask:
             if len(labels) == 0:
                 continue
             fmap = model.backbone(model.backbone.preprocess(image, device=device))
-            rects = project_boxes(windows, model.backbone.stride, model.backbone.offset, self.projection,
-                                  fmap.shape[2], fmap.shape[3])
+            rects = self.sampling.geometry.project(windows, model.backbone.stride, model.backbone.offset,
+                                                   fmap.shape[2], fmap.shape[3])
             pooled += [spp_pool(fmap[:, :, y1 : y2 + 1, x1 : x2 + 1], self.levels, self.concat_order)
                        for x1, y1, x2, y2 in rects.tolist()]
             targets.append(torch.from_numpy(labels))
