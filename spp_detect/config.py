@@ -24,6 +24,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
+from .core.pyramid import DEFAULT_LEVELS
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -169,7 +170,7 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class SppConfig:
-    levels: tuple[int, ...] = each_at_least((6, 3, 2, 1), 1, nonempty=True)  # pyramid levels n (n x n bins each)
+    levels: tuple[int, ...] = each_at_least(DEFAULT_LEVELS, 1, nonempty=True)  # pyramid levels n (n x n bins each)
     concat_order: str = one_of("coarse_first", "as_given")  # coarse_first (released network: 1,2,3,6) | as_given
 
 

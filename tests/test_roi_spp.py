@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from spp_detect.core.roi_spp import RoiSppPooler, bin_edges, ordered_levels, roi_spp_pool
+from spp_detect.core.pyramid import ordered_levels
+from spp_detect.core.roi_spp import RoiSppPooler, bin_edges, roi_spp_pool
 
 
 def reference_pool(fmap: np.ndarray, rect, levels, order="coarse_first"):

@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from spp_detect.core.spp import (
-    SpatialPyramidPooling,
-    bin_bounds,
-    ordered_levels,
-    roi_spp_pool,
-    sliding_window_params,
-    spp_output_dim,
-    spp_pool,
-)
+from spp_detect.core.pyramid import bin_bounds, ordered_levels, spp_output_dim
+from spp_detect.core.spp import SpatialPyramidPooling, roi_spp_pool, sliding_window_params, spp_pool
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

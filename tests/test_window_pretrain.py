@@ -139,13 +139,13 @@ def test_window_pretraining_pools_the_cells_extraction_pools_under_either_rule(v
         item = val[0]
         at_k = extracted["best_scale"] == k
         assert len(item[2]) == int(at_k.sum()) > 0  # the windows extraction pools at this scale
-        captured = {}
-        hook = model.head.register_forward_pre_hook(lambda module, args: captured.setdefault("x", args[0]))
+        captured = []
+        hook = model.head.register_forward_pre_hook(lambda module, args, seen=captured: seen.append(args[0]))
         with torch.no_grad():
             task.forward(model, [item], "cpu")
         hook.remove()
         want = RoiSppPooler(LEVELS, "coarse_first")(extracted["maps"][k], torch.from_numpy(extracted["rects"][at_k, k]))
-        torch.testing.assert_close(captured["x"], want)
+        torch.testing.assert_close(captured[0], want)
         differs |= not np.array_equal(extracted["rects"][at_k, k], paper["rects"][paper["best_scale"] == k, k])
     assert differs == (rule == "released")  # the two rules really give other cells here
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .spp import ordered_levels  # spp imports this module lazily, so no cycle
+from .pyramid import DEFAULT_LEVELS, ordered_levels
 
 
 def bin_edges(length: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +148,7 @@ class RoiSppPooler:
     ``levels``/``concat_order``: the pyramid and its layout (see :func:`roi_spp_pool`).
     """
 
-    def __init__(self, levels: tuple[int, ...] = (6, 3, 2, 1), concat_order: str = "coarse_first", few: int = 24):
+    def __init__(self, levels: tuple[int, ...] = DEFAULT_LEVELS, concat_order: str = "coarse_first", few: int = 24):
         self.levels = tuple(int(n) for n in levels)
         self.order = ordered_levels(self.levels, concat_order)
         self.workspace = Workspace()
@@ -233,14 +233,14 @@ class RoiSppPooler:
 def roi_spp_pool(
     fmap: torch.Tensor | np.ndarray,
     rects: torch.Tensor | np.ndarray,
-    levels: tuple[int, ...] = (6, 3, 2, 1),
+    levels: tuple[int, ...] = DEFAULT_LEVELS,
     concat_order: str = "coarse_first",
 ) -> torch.Tensor:
     """SPP-pool every window of one conv map (a one-off :class:`RoiSppPooler` call).
 
     ``fmap``: (C, H, W) float. ``rects``: (R, 4) int, ``(x1, y1, x2, y2)`` 0-based inclusive
     conv-cell indices inside the map. Returns (R, C * sum(n^2)) float32: levels concatenated in
-    the order of :func:`spp_detect.core.spp.ordered_levels` (``coarse_first``: 1x1, 2x2, 3x3, 6x6 as
+    the order of :func:`spp_detect.core.pyramid.ordered_levels` (``coarse_first``: 1x1, 2x2, 3x3, 6x6 as
     the released network), each level flattened channel-major (C, n, n).
     """
     return RoiSppPooler(levels, concat_order)(fmap, rects)

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .base import VOC_CLASSES, DetectionDataset, ImageRecord, validate_box
+from .base import IMAGE_EXTENSIONS, VOC_CLASSES, DetectionDataset, ImageRecord, validate_box
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def read_class_list(root: Path) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ from ..artifacts.files import atomic_path
 from ..artifacts.stamps import check_stamp, write_stamp
 from ..core.boxes import flip_horizontal
 from ..core.geometry import WindowGeometry
+from ..core.pyramid import DEFAULT_LEVELS
 from ..datasets.base import DetectionDataset, ImageRecord, load_image
 from ..errors import ArtifactError, DataError, SppError
 from ..progress import progress
@@ -52,7 +53,7 @@ class ExtractSettings:
     projection: str = "paper"
     cache: str = "conv5"
     flip: bool = False
-    levels: tuple[int, ...] = (6, 3, 2, 1)
+    levels: tuple[int, ...] = DEFAULT_LEVELS
     concat_order: str = "coarse_first"
     norm_sample_images: int = 200
     norm_sample_windows: int = 200

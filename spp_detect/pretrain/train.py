@@ -36,13 +36,14 @@ import numpy as np
 
 from ..artifacts.stamps import first_difference
 from ..core.boxes import as_boxes, iou_matrix
+from ..core.pyramid import DEFAULT_LEVELS
+from ..datasets.base import IMAGE_EXTENSIONS
 from ..errors import ArtifactError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 BACKGROUND = "__background__"
 METRICS_FORMAT_VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 HOLDOUT_EVERY = 5  # image folders without split subfolders: every 5th image of a class is val
 MIN_BACKGROUND_SIDE = 24  # px: smaller random windows carry too little to classify
 BACKGROUND_TRIES = 30  # random windows tried per background crop before giving up on it
@@ -461,7 +462,7 @@ def pretrain(
     background_iou: float = 0.3,
     fc_dim: int = 4096,
     dropout: float = 0.5,
-    levels=(6, 3, 2, 1),
+    levels=DEFAULT_LEVELS,
     concat_order: str = "coarse_first",
     workers: int = 0,
     seed: int = 0,
