@@ -195,6 +195,30 @@ def test_resume_never_unpickles_code_from_a_checkpoint(tiny_run, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_resume_refuses_a_checkpoint_of_other_settings_naming_the_key(tiny_run, tmp_path):
+    # as pretraining does: a checkpoint of other work is neither used nor silently thrown away
+    import shutil
+    from dataclasses import replace
+
+    from spp_detect.config import merge
+    from spp_detect.errors import ArtifactError
+
+    cfg, run, root = tiny_run
+    mine = tmp_path / "run"
+    shutil.copytree(run / "features", mine / "features")
+    (mine / "models").mkdir()
+    train = open_dataset(str(root), "train")
+    cfg = replace(merge(cfg, {"finetune": {"iterations": 4, "val_every": 4}}), run=str(mine))
+    run_finetune(cfg, mine, train, None)
+    assert (mine / "models" / "finetune.ckpt").is_file()
+    (mine / "models" / "head.pt").unlink()
+    other = merge(cfg, {"finetune": {"lr": 0.5}})
+    with pytest.raises(ArtifactError, match=r"finetune.ckpt: checkpoint of another fine-tuning \(finetune="):
+        run_finetune(other, mine, train, None, resume=True)
+    resumed = run_finetune(cfg, mine, train, None, resume=True)  # its own settings: resumed
+    assert resumed["history"][-1]["iteration"] == 4
+
+
 def test_reservoir_keeps_everything_until_full_then_a_uniform_sample():
     from spp_detect.training.bbox import Reservoir
 

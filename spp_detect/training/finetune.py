@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..artifacts.files import atomic_path
+from ..artifacts.stamps import first_difference
 from ..core.matching import label_windows, usable_gt
 from ..datasets.base import DetectionDataset
 from ..errors import ConfigError
@@ -398,8 +399,13 @@ def finetune(
 
             raise ArtifactError(f"{ckpt_path}: not a fine-tuning checkpoint this version can read ({exc}); "
                                 "remove it to start again") from None
-        if ck["stamp"] != stamp:
-            log.warning("checkpoint %s was made from other inputs; starting again", ckpt_path)
+        diff = first_difference(ck.get("stamp", {}), stamp)
+        if diff is not None:
+            # as pretraining does: a checkpoint of other work is never silently thrown away
+            from ..errors import ArtifactError
+
+            raise ArtifactError(f"{ckpt_path}: checkpoint of another fine-tuning ({diff[0]}={diff[1]!r}, this run "
+                                f"has {diff[2]!r}); pass --overwrite to start over, or drop --resume")
         else:
             head.load_state_dict(ck["head"])
             opt.load_state_dict(ck["opt"])

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..artifacts.files import atomic_path
+from ..artifacts.stamps import describe_difference, stamp_differences
 from ..errors import ArtifactError
 
 HEAD_FORMAT = "spp-detect/head"
@@ -63,12 +64,9 @@ def load_head(path: Path, expect: dict | None = None) -> tuple[SppHead, dict]:
                             "rerun 'spp-detect finetune --overwrite'") from None
     if meta.get("format") != HEAD_FORMAT or meta.get("format_version") != HEAD_VERSION:
         raise ArtifactError(f"{path}: not a version-{HEAD_VERSION} fine-tuned head; rerun 'spp-detect finetune'")
-    for key, value in (expect or {}).items():
-        if meta.get("stamp", {}).get(key) != value:
-            raise ArtifactError(
-                f"{path}: made with {key}={meta.get('stamp', {}).get(key)!r}, this run has {key}={value!r}; "
-                "rerun 'spp-detect finetune --overwrite'"
-            )
+    differences = stamp_differences(meta.get("stamp", {}), expect or {})
+    if differences:
+        raise ArtifactError(f"{path}: {describe_difference(*differences[0])}; rerun 'spp-detect finetune --overwrite'")
     head = SppHead(meta["in_dim"], meta["fc_dim"], meta["n_classes"], dropout=meta.get("dropout", 0.5))
     try:
         head.load_state_dict(state)
