@@ -14,7 +14,6 @@ names the released code's value.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -443,6 +442,3 @@ def save_config(cfg: PipelineConfig, path: str | Path) -> Path:
     return atomic_write_text(Path(path), dump_toml(cfg))
 
 
-def section_names() -> list[str]:
-    """The sections of a pipeline file, in order."""
-    return [f.name for f in fields(PipelineConfig) if f.default_factory is not dataclasses.MISSING]

@@ -137,8 +137,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(voc, tmp_path, monkeypatch)
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    real_evaluate = pt.evaluate
-    monkeypatch.setattr(pt, "evaluate", interrupted)
+    real_evaluate = pt.evaluate_classifier
+    monkeypatch.setattr(pt, "evaluate_classifier", interrupted)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code != 0
     ckpt = torch.load(run / "pretrain" / "checkpoint.pt", weights_only=True)
@@ -152,7 +152,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(voc, tmp_path, monkeypatch)
             trained.append(i)
         return real_getitem(self, i)
 
-    monkeypatch.setattr(pt, "evaluate", real_evaluate)
+    monkeypatch.setattr(pt, "evaluate_classifier", real_evaluate)
     monkeypatch.setattr(pt.CropDataset, "__getitem__", spy)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output

@@ -262,9 +262,9 @@ def test_detect_computes_each_conv5_window_once_with_the_same_detections(tiny_ru
     run_train_bbox(cfg, run, train)
     run_detect(cfg, run, test, overwrite=True)
     got = read_detections(run / "detections" / "test.json", test)
-    w, b, kind, _ = load_svms(run)
+    w, b, features_kind, _ = load_svms(run)
     cache = FeatureCache(features_path(run, "test"))
-    provider, _ = feature_provider(cfg, run, cache, kind)
+    provider, _ = feature_provider(cfg, run, cache, features_kind)
     regressors = BoxRegressors.load(models_dir(run) / "bbox.h5")
     d = cfg.detect
     params = DetectParams(d.score_floor, d.nms_iou, d.max_per_class, d.bbox_regression)

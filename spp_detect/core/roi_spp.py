@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .pyramid import DEFAULT_LEVELS, ordered_levels
+from .pyramid import DEFAULT_LEVELS, ordered_levels, spp_output_dim
 
 
 def bin_edges(length: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,6 +153,10 @@ class RoiSppPooler:
         self.order = ordered_levels(self.levels, concat_order)
         self.workspace = Workspace()
         self.few = few  # up to this many windows, pooling each crop beats building a sparse table
+
+    def output_dim(self, channels: int) -> int:
+        """Length of one pooled vector for a map of ``channels`` channels."""
+        return spp_output_dim(channels, self.levels)
 
     def _pool_each(self, fmap: torch.Tensor, rects: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F

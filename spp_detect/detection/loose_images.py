@@ -21,15 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Path, overwrite: bool = False) -> list:
-    import torch
 
     from ..artifacts.files import atomic_write_json, check_overwrite
     from ..artifacts.layout import features_path
     from ..core.boxes import to_coco_xywh, to_voc
-    from ..core.roi_spp import roi_spp_pool
+    from ..core.roi_spp import RoiSppPooler
     from ..datasets.base import load_image
     from ..features.cache import FeatureCache
-    from ..features.extract import Extractor
+    from ..features.extract import Extractor, pool_at_best_scales
     from ..features.stage import extract_settings, load_backbone
     from ..proposals.selective_search import selective_search
     from ..proposals.stage import search_params
@@ -37,21 +36,25 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     from ..training.bbox import BoxRegressors
     from ..training.head import load_head
     from ..training.stage import load_svms
+    from ..training.svm_features import FeatureScaler
     from .draw import draw_detections, write_png
-    from .scoring import DetectParams, detect_image
+    from .scoring import detect_image
+    from .stage import detect_params
 
-    w, b, kind, classes = load_svms(run)
+    w, b, features_kind, classes = load_svms(run)
     train_cache_path = features_path(run, cfg.data.train_split)
     if not train_cache_path.is_file():
         raise ArtifactError(f"{train_cache_path}: needed for the feature normalisation; is {run} a trained run folder?")
     with FeatureCache(train_cache_path) as train_cache:
         pool_scale = train_cache.norm_scale(cfg.extract.norm_target)
-        levels, order = train_cache.levels, train_cache.concat_order
-    head, meta = load_head(head_path(run)) if kind == "fc7" else (None, None)
+        pooler = RoiSppPooler(train_cache.levels, train_cache.concat_order)
+    head, meta = load_head(head_path(run)) if features_kind == "fc7" else (None, None)
+    scaler = FeatureScaler(features_kind, pool_scale, head, meta, cfg.extract.norm_target,
+                           resolve_device(cfg.detect.device, "detect.device"))
     regressors = BoxRegressors.load(bbox_path(run)) if cfg.detect.bbox_regression else None
     settings = extract_settings(cfg)
     extractor = Extractor(load_backbone(cfg, run), settings, resolve_device(cfg.extract.device, "extract.device"))
-    params = DetectParams(cfg.detect.score_floor, cfg.detect.nms_iou, cfg.detect.max_per_class, cfg.detect.bbox_regression)
+    params = detect_params(cfg)
     search = search_params(cfg.propose, cfg.seed)
     written, n_bad = [], 0
     for path in paths:
@@ -72,18 +75,8 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
             n_bad += 1
             log.warning("skipping %s: %s", path, exc)
             continue
-        pooled = torch.empty((len(boxes), result["maps"][0].shape[0] * sum(n * n for n in levels)))
-        best = result["best_scale"].astype(np.int64)
-        for k in np.unique(best):
-            sel = np.nonzero(best == k)[0]
-            pooled[sel] = roi_spp_pool(result["maps"][int(k)], result["rects"][sel, int(k)], levels, order)
-        pooled *= pool_scale
-        if kind == "fc7":
-            with torch.no_grad():
-                feats = (head.fc7_features(pooled) * (cfg.extract.norm_target / meta["fc7_norm_mean"])).numpy()
-        else:
-            feats = pooled.numpy()
-        found = detect_image(feats, pooled.numpy(), boxes, w, b, regressors, h, wd, params)
+        pooled = scaler.scale_pooled(pool_at_best_scales(result, pooler))
+        found = detect_image(scaler.from_pooled(pooled), pooled.numpy(), boxes, w, b, regressors, h, wd, params)
         rows = []
         for c, cboxes, scores in found:
             for box, score in zip(cboxes, scores, strict=True):

@@ -23,6 +23,13 @@ from ..datasets.base import DetectionDataset
 from ..features.stage import open_features
 from ..runtime import resolve_device
 from ..training.stage import feature_provider, load_svms
+from .scoring import DetectParams
+
+
+def detect_params(cfg: PipelineConfig) -> DetectParams:
+    """``[detect]`` as the per-image detector takes it (split and loose images alike)."""
+    d = cfg.detect
+    return DetectParams(d.score_floor, d.nms_iou, d.max_per_class, d.bbox_regression)
 
 
 def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False) -> dict:
@@ -33,21 +40,21 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
     from ..progress import progress
     from ..training.bbox import BoxRegressors
     from ..training.svm import window_keys
-    from .scoring import DetectParams, detect_image
+    from .scoring import detect_image
 
     d = cfg.detect
     out_json = detections_path(run, ds.split)
     out_comp4 = comp4_dir(run, ds.split)
     check_overwrite(out_json, overwrite)
-    w, b, kind, classes = load_svms(run)
+    w, b, features_kind, classes = load_svms(run)
     if tuple(classes) != tuple(ds.classes):
         from ..errors import ArtifactError
 
         raise ArtifactError(f"{svm_path(run)}: trained for classes {classes}, the dataset has {list(ds.classes)}")
     cache = open_features(run, ds)
-    provider, _ = feature_provider(cfg, run, cache, kind, resolve_device(d.device, "detect.device"))
+    provider, _ = feature_provider(cfg, run, cache, features_kind, resolve_device(d.device, "detect.device"))
     regressors = BoxRegressors.load(bbox_path(run)) if d.bbox_regression else None
-    params = DetectParams(d.score_floor, d.nms_iou, d.max_per_class, d.bbox_regression)
+    params = detect_params(cfg)
     collector = DetectionCollector(ds.classes)
     for image_id in progress(cache.image_ids, desc=f"detect {ds.split}", unit="img"):
         record = ds.record(image_id)

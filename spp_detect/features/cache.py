@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts.stamps import check_stamp, read_stamp
+from ..artifacts.stamps import check_stamp
 from ..errors import ArtifactError
 
 FEATURES_FORMAT = "spp-detect/features"
@@ -96,9 +96,9 @@ class FeatureCache:
         self._max_open = max_open
         # decoded conv5 maps kept in memory (LRU, bounded in bytes): fine-tuning reads the
         # same images' maps again and again, and decompressing them dominated its step time
-        self._maps: OrderedDict[tuple, object] = OrderedDict()
+        self._memo: OrderedDict[tuple, object] = OrderedDict()
         self._sizes: dict[tuple, int] = {}
-        self._maps_bytes = 0
+        self._memo_bytes = 0
         self._memory_bytes = int(memory_bytes)
         self.scales: tuple[int, ...] = tuple(self.meta["scales"])
         self.levels: tuple[int, ...] = tuple(self.meta["levels"])
@@ -151,8 +151,8 @@ class FeatureCache:
 
     def windows(self, image_id: str, flip: bool = False) -> Windows:
         key = ("windows", image_id, flip)
-        if key in self._maps:
-            return self._maps[key]
+        if key in self._memo:
+            return self._memo[key]
         g = self._group(image_id, flip)
         win = Windows(
             boxes=g["boxes"][()],
@@ -169,12 +169,12 @@ class FeatureCache:
         self._memory_bytes = int(memory_bytes)
 
     def _remember(self, key: tuple, value, nbytes: int) -> None:
-        self._maps[key] = value
+        self._memo[key] = value
         self._sizes[key] = nbytes
-        self._maps_bytes += nbytes
-        while self._maps_bytes > self._memory_bytes and len(self._maps) > 1:
-            old, _ = self._maps.popitem(last=False)
-            self._maps_bytes -= self._sizes.pop(old)
+        self._memo_bytes += nbytes
+        while self._memo_bytes > self._memory_bytes and len(self._memo) > 1:
+            old, _ = self._memo.popitem(last=False)
+            self._memo_bytes -= self._sizes.pop(old)
 
     def conv5(self, image_id: str, scale_index: int, flip: bool = False) -> np.ndarray:
         """The (C, h, w) float16 conv5 map of an image at one scale."""
@@ -223,9 +223,9 @@ class FeatureCache:
         import torch
 
         key = ("conv5", image_id, k, flip)
-        fmap = self._maps.get(key)
+        fmap = self._memo.get(key)
         if fmap is not None:
-            self._maps.move_to_end(key)
+            self._memo.move_to_end(key)
             return fmap
         fmap = torch.from_numpy(self._group(image_id, flip)[f"conv5_{k}"][()])  # float16, as stored
         if self._memory_bytes:
@@ -244,8 +244,3 @@ class FeatureCache:
         self.close()
 
 
-def read_part_stamp(path: Path) -> dict:
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        return read_stamp(h5)

@@ -159,6 +159,19 @@ class Extractor:
 # the part files
 
 
+def pool_at_best_scales(result: dict, pooler):
+    """Each window's SPP vector from the map of its own best scale (one scale per window),
+    from an :meth:`Extractor.run` result: float32 (N, C * bins), raw (not norm-scaled)."""
+    import torch
+
+    rects, best = result["rects"], result["best_scale"]
+    pooled = torch.empty((len(rects), pooler.output_dim(result["maps"][0].shape[0])))
+    for k in np.unique(best):
+        sel = np.nonzero(best == k)[0]
+        pooled[torch.from_numpy(sel)] = pooler(result["maps"][int(k)], rects[sel, int(k)])
+    return pooled
+
+
 def _to_stored(result: dict, settings: ExtractSettings, pooler) -> dict:
     """What the cache keeps of one image: float16 maps, or pooled float16 vectors (pooled mode).
 
@@ -170,14 +183,7 @@ def _to_stored(result: dict, settings: ExtractSettings, pooler) -> dict:
     elif settings.cache == "conv5":
         stored["maps"] = [fmap.numpy().astype(np.float16) for fmap in result["maps"]]
     else:
-        import torch
-
-        n = len(result["rects"])
-        pooled = torch.empty((n, result["maps"][0].shape[0] * sum(k * k for k in settings.levels)))
-        for k in np.unique(result["best_scale"]):
-            sel = np.nonzero(result["best_scale"] == k)[0]
-            pooled[torch.from_numpy(sel)] = pooler(result["maps"][int(k)], result["rects"][sel, int(k)])
-        stored["pooled"] = pooled.numpy().astype(np.float16)
+        stored["pooled"] = pool_at_best_scales(result, pooler).numpy().astype(np.float16)
     return stored
 
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 
-def resolve_weights(cfg: PipelineConfig, run: Path) -> str:
+def weights_source(cfg: PipelineConfig, run: Path) -> str:
     """``pretrained`` means the backbone this run's ``pretrain`` stage wrote."""
     return str(run) if cfg.backbone.weights == "pretrained" else cfg.backbone.weights
 
@@ -28,7 +28,7 @@ def resolve_weights(cfg: PipelineConfig, run: Path) -> str:
 def load_backbone(cfg: PipelineConfig, run: Path):
     from ..backbones import backbone_from_config
 
-    return backbone_from_config(cfg.backbone, resolve_weights(cfg, run))
+    return backbone_from_config(cfg.backbone, weights_source(cfg, run))
 
 
 def backbone_fingerprint(backbone) -> str:
@@ -128,6 +128,6 @@ def open_features(run: Path, ds: DetectionDataset, memory_mb: int = 0):
                         memory_bytes=memory_mb << 20)
 
 
-def feature_key(cache) -> str:
+def features_hash(cache) -> str:
     """Identity of a feature cache (its stamp), what trained models are keyed on."""
     return config_hash(cache.stamp)

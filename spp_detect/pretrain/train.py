@@ -413,7 +413,7 @@ class CropTask:
         return model(x), target.to(device)
 
 
-def evaluate(model, task, dataset, size: int, images_per_batch: int, device, workers: int = 0) -> dict:
+def evaluate_classifier(model, task, dataset, size: int, images_per_batch: int, device, workers: int = 0) -> dict:
     """Top-1 over the validation examples (crops or windows) at ``size``: {"top1", "n", "per_class", "counts"}."""
     import torch
 
@@ -513,7 +513,7 @@ def pretrain(
     warmup_steps = max(1, int(round(warmup * total_steps))) if warmup > 0 else 0
 
     def lr_factor(step: int) -> float:
-        # linear warm-up (ZF-5 has no BatchNorm: a cold start at full lr can diverge), then cosine to 0
+        # linear warm-up (a trunk without BatchNorm, ZF-5 by default, can diverge from a cold start at full lr), then cosine to 0
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -584,7 +584,7 @@ def pretrain(
     # validation at every size, including sizes never trained on
     val_results = {}
     for size in task.eval_sizes(eval_sizes):
-        val_results[str(int(size))] = evaluate(model, task, val_set, int(size), images_per_batch, device, workers)
+        val_results[str(int(size))] = evaluate_classifier(model, task, val_set, int(size), images_per_batch, device, workers)
         log.info("validation @%dpx: top-1 %.3f over %d %s", size, val_results[str(int(size))]["top1"], val_results[str(int(size))]["n"], task.name)
     # crops: the same at every size; windows: each scale has its own, the first one's are reported
     counts = np.asarray(next(iter(val_results.values()))["counts"])

@@ -311,16 +311,3 @@ def selective_search(image_rgb: np.ndarray, params: SearchParams, image_id: str 
     return finalize(merged, height, width, params.min_size, params.max_proposals, params.near_duplicate_iou)
 
 
-def propose_image(
-    image_rgb: np.ndarray,
-    mode: str = "fast",
-    max_proposals: int = 2000,
-    min_size: int = 20,
-    resize_to: int = 0,
-    near_duplicate_iou: float = 0.9,
-    seed: int = 0,
-    image_id: str = "",
-) -> np.ndarray:
-    """Proposals for one loose RGB image: float32 (N, 4), internal convention, rank order."""
-    params = SearchParams(mode, max_proposals, min_size, resize_to, near_duplicate_iou, seed)
-    return selective_search(image_rgb, params, image_id)[0]

@@ -101,14 +101,13 @@ class BoxRegressors:
     """One ridge regressor per class; ``weights[c]`` is (D, 4), ``bias[c]`` (4,); a class
     without training windows keeps zeros (boxes unchanged)."""
 
-    def __init__(self, weights: np.ndarray, bias: np.ndarray, feature_scale: float = 1.0):
+    def __init__(self, weights: np.ndarray, bias: np.ndarray):
         self.weights = np.asarray(weights, np.float32)  # (K, D, 4)
         self.bias = np.asarray(bias, np.float32)  # (K, 4)
-        self.feature_scale = float(feature_scale)
 
     def predict(self, cls: int, features: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Regressed boxes for class ``cls``: features (N, D) raw pooled, boxes (N, 4) internal."""
-        deltas = (np.asarray(features, np.float32) * self.feature_scale) @ self.weights[cls] + self.bias[cls]
+        deltas = np.asarray(features, np.float32) @ self.weights[cls] + self.bias[cls]
         return decode(boxes, deltas)
 
     def save(self, path, meta: dict) -> None:
@@ -123,7 +122,6 @@ class BoxRegressors:
             with h5py.File(tmp, "w") as h5:
                 write_stamp(h5, BBOX_FORMAT, BBOX_VERSION, meta.get("stamp", {}))
                 h5.attrs["meta"] = json.dumps(meta)
-                h5.attrs["feature_scale"] = self.feature_scale
                 h5.create_dataset("weights", data=self.weights, compression="gzip", compression_opts=1)
                 h5.create_dataset("bias", data=self.bias)
 
@@ -132,7 +130,7 @@ class BoxRegressors:
         from ..artifacts.stamps import open_h5_checked
 
         with open_h5_checked(path, BBOX_FORMAT, BBOX_VERSION, expect, remedy="rerun 'spp-detect train-bbox'") as h5:
-            return cls(h5["weights"][()], h5["bias"][()], float(h5.attrs["feature_scale"]))
+            return cls(h5["weights"][()], h5["bias"][()])
 
 
 BBOX_FORMAT = "spp-detect/bbox"

@@ -268,7 +268,7 @@ def fixed_batches(sampler: BatchSampler, n_batches: int) -> list[tuple[torch.Ten
     return [sampler.draw() for _ in range(n_batches)]
 
 
-def evaluate(head: nn.Module, batches, device: str = "cpu") -> tuple[float, float]:
+def evaluate_head(head: nn.Module, batches, device: str = "cpu") -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``head`` on fixed batches."""
     head.eval()
     loss, correct, n = 0.0, 0, 0
@@ -436,7 +436,7 @@ def finetune(
             running = []
             entry = {"iteration": done, "train_loss": train_loss}
             if val_batches is not None:
-                entry["val_loss"], entry["val_accuracy"] = evaluate(head, val_batches, device)
+                entry["val_loss"], entry["val_accuracy"] = evaluate_head(head, val_batches, device)
                 if best is None or entry["val_loss"] < best["val_loss"]:
                     best = {"val_loss": entry["val_loss"], "iteration": done,
                             "state": {k: v.clone() for k, v in head.state_dict().items()}}

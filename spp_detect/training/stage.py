@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from ..artifacts.layout import bbox_path, features_path, head_path, svm_path
 from ..config import PipelineConfig, config_hash
 from ..datasets.base import DetectionDataset
-from ..features.stage import feature_key, open_features, resolve_weights
+from ..features.stage import features_hash, open_features, weights_source
 from ..runtime import barrier, resolve_device, start_world
 
 
@@ -26,7 +29,7 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     # how many processes and which device do not change the result: left out of the stamp. RAM can:
     # windows that do not fit come from a sample (fg/bg_per_image, stamped), but a different
     # memory_mb that keeps the same choice gives the same head, so it is not stamped either
-    stamp = {"features": feature_key(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0, device=""))}
+    stamp = {"features": features_hash(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0, device=""))}
     device = resolve_device(f.device, "finetune.device")
     if out.exists() and not overwrite:
         from .head import load_head
@@ -42,7 +45,7 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     if f.init == "pretrained":
         from ..backbones import pretrained_head
 
-        pretrained = pretrained_head(resolve_weights(cfg, run))
+        pretrained = pretrained_head(weights_source(cfg, run))
     summary = finetune(
         cache, train_ds, val, out, stamp, fc_dim=f.fc_dim, dropout=f.dropout, iterations=f.iterations, lr=f.lr,
         lr_steps=f.lr_steps, momentum=f.momentum, weight_decay=f.weight_decay, batch_size=f.batch_size,
@@ -57,8 +60,8 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
 
 
 def feature_provider(cfg: PipelineConfig, run: Path, cache, kind: str, device: str = "cpu"):
-    from ..detection.scoring import FeatureProvider
     from .head import load_head
+    from .svm_features import FeatureProvider
 
     if kind == "fc7":
         head, meta = load_head(head_path(run))
@@ -93,7 +96,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     device = resolve_device(s.device, "svm.device")
     provider, head_key = feature_provider(cfg, run, cache, s.features, device)
     # where it runs and how much RAM it may take do not change the SVMs: left out of the stamp
-    stamp = {"features": feature_key(cache), "head": head_key,
+    stamp = {"features": features_hash(cache), "head": head_key,
              "svm": config_hash(replace(s, workers=0, memory_mb=0, device=""))}
     if out.exists() and not overwrite:
         open_h5_checked(out, SVM_FORMAT, SVM_VERSION, stamp, remedy="pass --overwrite to train again").close()
@@ -150,13 +153,23 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
             **memory}
 
 
-def load_svms(run: Path):
+class Svms(NamedTuple):
+    """The SVMs of a run: ``weights`` float32 (K, D), ``bias`` (K,), ``features`` what they score
+    (``fc7`` or ``pool``), ``classes`` their names in order."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+    features: str
+    classes: list
+
+
+def load_svms(run: Path) -> Svms:
     import json
 
     from ..artifacts.stamps import open_h5_checked
 
     with open_h5_checked(svm_path(run), SVM_FORMAT, SVM_VERSION, remedy="run 'spp-detect train-svm'") as h5:
-        return h5["weights"][()], h5["bias"][()], str(h5.attrs["features"]), json.loads(h5.attrs["classes"])
+        return Svms(h5["weights"][()], h5["bias"][()], str(h5.attrs["features"]), json.loads(h5.attrs["classes"]))
 
 
 def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False,
@@ -165,14 +178,14 @@ def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, o
 
     from ..artifacts.stamps import open_h5_checked
     from ..core.matching import label_windows, usable_gt
-    from ..detection.scoring import FeatureProvider
     from ..progress import progress
     from .bbox import BoxRegressors, Reservoir, encode, fit_ridge
+    from .svm_features import FeatureProvider
 
     bb = cfg.bbox
     out = bbox_path(run)
     cache = open_features(run, train_ds)
-    stamp = {"features": feature_key(cache), "bbox": config_hash(bb), "max_per_class": max_per_class}
+    stamp = {"features": features_hash(cache), "bbox": config_hash(bb), "max_per_class": max_per_class}
     if out.exists() and not overwrite:
         from .bbox import BBOX_FORMAT, BBOX_VERSION
 
@@ -209,5 +222,5 @@ def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, o
         samples[c] = None  # the sample's memory goes as soon as its class is fitted
         w, b = fit_ridge(x, y, bb.ridge_lambda)
         weights[c], bias[c] = w, b
-    BoxRegressors(weights, bias, 1.0).save(out, {"stamp": stamp, "classes": list(train_ds.classes), "counts": counts})
+    BoxRegressors(weights, bias).save(out, {"stamp": stamp, "classes": list(train_ds.classes), "counts": counts})
     return {"path": str(out), "windows_per_class": counts}

@@ -1,0 +1,58 @@
+"""Window features as the SVMs and box regressors take them: the SPP vector or the fine-tuned
+fc7, each norm-scaled (PAPER.md: mean L2 norm 20). Training, mining and detection all read them
+through :class:`FeatureProvider` (a feature cache) or :class:`FeatureScaler` (vectors pooled
+elsewhere, e.g. images outside any dataset)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..features.cache import FeatureCache, Windows
+from .head import SppHead
+
+
+class FeatureScaler:
+    """What turns raw SPP vectors into what the SVMs score: the SPP vector itself (``pool``) or
+    the fine-tuned fc7 (``fc7``), each scaled so its mean L2 norm is ``target`` (20).
+
+    ``pool_scale``: ``target`` over the training cache's measured mean norm of pooled vectors;
+    fc7 is scaled with the mean the fine-tuning stage measured (``head_meta``). The head runs
+    on ``device`` ("cpu" or "cuda"); what :meth:`from_pooled` returns is on the CPU.
+    """
+
+    def __init__(self, kind: str, pool_scale: float, head: SppHead | None = None, head_meta: dict | None = None,
+                 target: float = 20.0, device: str = "cpu"):
+        if kind not in ("pool", "fc7"):
+            raise ValueError(f"features must be pool or fc7, got {kind!r}")
+        if kind == "fc7" and head is None:
+            raise ValueError("fc7 features need a fine-tuned head")
+        self.kind, self.device = kind, device
+        self.head = head.to(device) if head is not None else None
+        self.pool_scale = pool_scale
+        self.fc7_scale = target / head_meta["fc7_norm_mean"] if head_meta else 1.0
+
+    def scale_pooled(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw SPP vectors (R, D) norm-scaled, as :meth:`from_pooled` and the regressors take them."""
+        return raw * self.pool_scale
+
+    def from_pooled(self, pooled: torch.Tensor) -> np.ndarray:
+        """The features (float32 numpy, (R, dim)) of norm-scaled SPP vectors."""
+        if self.kind == "pool":
+            return pooled.cpu().numpy()
+        with torch.no_grad():
+            return (self.head.fc7_features(pooled.to(self.device)) * self.fc7_scale).cpu().numpy()
+
+
+class FeatureProvider(FeatureScaler):
+    """:class:`FeatureScaler` over the windows of a feature cache (pooling runs on ``device``)."""
+
+    def __init__(self, kind: str, cache: FeatureCache, head: SppHead | None = None, head_meta: dict | None = None,
+                 target: float = 20.0, device: str = "cpu"):
+        super().__init__(kind, cache.norm_scale(target), head, head_meta, target, device)
+        self.cache = cache
+        self.dim = cache.dim if kind == "pool" else head.fc_dim
+
+    def pooled(self, image_id: str, index=None, windows: Windows | None = None, flip: bool = False) -> torch.Tensor:
+        """Norm-scaled SPP vectors (R, D), on the provider's device."""
+        return self.scale_pooled(self.cache.pool(image_id, index, windows=windows, flip=flip, device=self.device))
