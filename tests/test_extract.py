@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from spp_detect.artifacts.parts import parts_dir
 from spp_detect.core.spp import spp_pool
 from spp_detect.datasets import load_image, open_dataset
 from spp_detect.errors import ArtifactError
-from spp_detect.features.cache import FeatureCache, parts_dir
+from spp_detect.features.cache import FeatureCache
 from spp_detect.features.extract import ExtractSettings, cache_meta, extract_split, finalize_index
 
 

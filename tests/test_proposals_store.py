@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from spp_detect.artifacts.layout import proposals_path
+from spp_detect.artifacts.parts import parts_dir
 from spp_detect.datasets import open_dataset
 from spp_detect.errors import ArtifactError, OutputExistsError
 from spp_detect.proposals.store import (
@@ -13,7 +14,6 @@ from spp_detect.proposals.store import (
     ProposalStore,
     check_existing,
     dataset_stamp,
-    parts_dir_for,
     read_proposals,
     write_proposals,
 )
@@ -91,16 +91,17 @@ def test_check_existing(tmp_path, tiny_split):
 
 
 def test_partial_run_keeps_flushed_images_only(tmp_path):
-    folder = parts_dir_for(tmp_path / "proposals" / "train.h5")
+    output = tmp_path / "proposals" / "train.h5"
+    folder = parts_dir(output)
     assert folder.name == "train.parts"
     stamp = {"dataset": "d", "split": "train", "params": {"min_size": 20}}
-    run = PartialRun(folder, stamp)
+    run = PartialRun(output, stamp)
     run.add("a", _boxes(3, 1), 0.1, False)
     run.add_skipped("bad", "corrupt")
     run.flush()
     run.add("b", _boxes(2, 2), 0.2, True)  # never flushed: lost, like a kill -9 before the flush
     (folder / ".part-123.npz.tmp").write_bytes(b"half a file")  # a writer killed mid-write
-    again = PartialRun(folder, stamp)
+    again = PartialRun(output, stamp)
     assert again.done == {"a", "bad"}
     np.testing.assert_array_equal(again.results["a"][0], _boxes(3, 1))
     assert again.skipped == {"bad": "corrupt"}
@@ -108,11 +109,11 @@ def test_partial_run_keeps_flushed_images_only(tmp_path):
 
 
 def test_partial_run_refuses_other_settings_unless_overwrite(tmp_path):
-    folder = tmp_path / "x.parts"
-    run = PartialRun(folder, {"split": "train", "params": {"min_size": 20}})
+    output = tmp_path / "x.h5"
+    run = PartialRun(output, {"split": "train", "params": {"min_size": 20}})
     run.add("a", _boxes(1, 0), 0.1, False)
     run.flush()
     with pytest.raises(ArtifactError, match=r"params.min_size=20 \(this run: 10\).*--overwrite"):
-        PartialRun(folder, {"split": "train", "params": {"min_size": 10}})
-    fresh = PartialRun(folder, {"split": "train", "params": {"min_size": 10}}, overwrite=True)
+        PartialRun(output, {"split": "train", "params": {"min_size": 10}})
+    fresh = PartialRun(output, {"split": "train", "params": {"min_size": 10}}, overwrite=True)
     assert fresh.done == set()

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.parts import parts_dir
 from ..artifacts.stamps import check_stamp
 from ..errors import ArtifactError
 
@@ -58,10 +59,6 @@ class Windows:
     @property
     def proposals(self) -> np.ndarray:
         return self.boxes[self.n_gt :]
-
-
-def parts_dir(index_path: Path) -> Path:
-    return index_path.with_name(index_path.stem + ".parts")
 
 
 class FeatureCache:

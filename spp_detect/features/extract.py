@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts.files import atomic_path
+from ..artifacts.parts import PartsFolder, parts_dir
 from ..artifacts.stamps import check_stamp, write_stamp
 from ..core.boxes import flip_horizontal
 from ..core.geometry import WindowGeometry
@@ -34,7 +35,7 @@ from ..datasets.base import DetectionDataset, ImageRecord, load_image
 from ..errors import ArtifactError, DataError, SppError
 from ..progress import progress
 from ..runtime import barrier
-from .cache import FEATURES_FORMAT, FEATURES_VERSION, PART_FORMAT, FeatureCache, parts_dir
+from .cache import FEATURES_FORMAT, FEATURES_VERSION, PART_FORMAT, FeatureCache
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def _compression(name: str) -> dict:
     raise SppError(f"unknown compression {name!r}; use gzip, lzf or none")
 
 
-def finished_parts(pdir: Path, stamp: dict) -> dict[str, str]:
+def finished_parts(parts: PartsFolder, stamp: dict) -> dict[str, str]:
     """image_id -> part file name for every finished part whose stamp matches ``stamp``.
 
     A part made with other settings means the cache is stale: an :class:`ArtifactError` names
@@ -227,11 +228,7 @@ def finished_parts(pdir: Path, stamp: dict) -> dict[str, str]:
     import h5py
 
     done: dict[str, str] = {}
-    if not pdir.is_dir():
-        return done
-    for path in sorted(pdir.glob("*.h5")):
-        if path.name.startswith("."):
-            continue  # a temporary part of a killed run
+    for path in parts.finished("*.h5"):
         try:
             h5 = h5py.File(path, "r")
         except OSError:
@@ -277,7 +274,7 @@ def _extract_split(
     image (tests use it to interrupt a run part way). Returns a summary dict.
     """
     out_path = Path(out_path)
-    pdir = parts_dir(out_path)
+    parts = PartsFolder(out_path)
     if out_path.exists():
         if not overwrite:
             from ..artifacts.stamps import open_h5_checked
@@ -288,18 +285,19 @@ def _extract_split(
             return {"skipped": True}
         if rank == 0:
             out_path.unlink()
-    if overwrite and rank == 0 and pdir.exists():
-        shutil.rmtree(pdir)
-    if world_size > 1:
-        barrier()
-    pdir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        if overwrite:
+            parts.remove()
+        parts.prepare(remove_temporaries=True)  # before any rank writes: no one's temporaries lost
+    barrier()
+    parts.prepare(remove_temporaries=False)
 
-    done = finished_parts(pdir, stamp)
+    done = finished_parts(parts, stamp)
     mine = [r for i, r in enumerate(dataset.records) if i % world_size == rank]
     todo = [r for r in mine if r.image_id not in done]
     if len(todo) < len(mine):
         log.info("resuming: %d of %d images already extracted", len(mine) - len(todo), len(mine))
-    check_disk(todo, backbone, settings, pdir)
+    check_disk(todo, backbone, settings, parts.folder)
 
     import h5py
 
@@ -308,7 +306,7 @@ def _extract_split(
 
     pooler = RoiSppPooler(settings.levels, settings.concat_order)
     compression = _compression(settings.compression)
-    n_parts = len(list(pdir.glob(f"r{rank}-*.h5")))
+    n_parts = len(parts.finished(f"r{rank}-*.h5"))
     total_bytes, n_images, n_bad = 0, 0, 0
     t0 = time.perf_counter()
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"extract {dataset.split}", unit="img")
@@ -317,11 +315,9 @@ def _extract_split(
         nonlocal n_parts, total_bytes
         if not batch:
             return
-        target = pdir / f"r{rank}-{n_parts:05d}.h5"
-        while target.exists():
+        while (parts.folder / f"r{rank}-{n_parts:05d}.h5").exists():
             n_parts += 1
-            target = pdir / f"r{rank}-{n_parts:05d}.h5"
-        with atomic_path(target) as tmp:
+        with parts.write(f"r{rank}-{n_parts:05d}.h5") as tmp:
             with h5py.File(tmp, "w") as h5:
                 write_stamp(h5, PART_FORMAT, FEATURES_VERSION, stamp)
                 for record, views in batch:
@@ -425,8 +421,7 @@ def finalize_index(out_path: Path, image_ids: list[str], stamp: dict, meta: dict
     import h5py
 
     out_path = Path(out_path)
-    pdir = parts_dir(out_path)
-    done = finished_parts(pdir, stamp)
+    done = finished_parts(PartsFolder(out_path), stamp)
     present = [i for i in image_ids if i in done]
     missing = len(image_ids) - len(present)
     if not present:
@@ -444,7 +439,7 @@ def finalize_index(out_path: Path, image_ids: list[str], stamp: dict, meta: dict
             h5.create_dataset("part_names", data=np.array(part_names, dtype=object), dtype=h5py.string_dtype())
             h5.create_dataset("part", data=np.array([part_index[done[i]] for i in present], np.int32))
         # the mean norm needs a readable cache: measure it on the temporary index
-        norm = mean_pool_norm(FeatureCache(tmp, parts=pdir), settings)
+        norm = mean_pool_norm(FeatureCache(tmp, parts=parts_dir(out_path)), settings)
         with h5py.File(tmp, "a") as h5:
             h5.attrs["pool_norm_mean"] = norm
     return {"pool_norm_mean": norm, "images": len(present)}

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import DataError
 from ..runtime import barrier, start_world
 from .selective_search import SearchParams, selective_search
-from .store import PartialRun, check_existing, dataset_stamp, parts_dir_for, write_proposals
+from .store import PartialRun, check_existing, dataset_stamp, write_proposals
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def _propose_split(
     rank, world_size = start_world()
     if world_size > 1 and rank != 0:
         barrier()  # rank 0 may be clearing the parts folder (--overwrite)
-    partial = PartialRun(parts_dir_for(out_path), stamp, overwrite=overwrite and rank == 0)
+    partial = PartialRun(out_path, stamp, overwrite=overwrite and rank == 0, remove_temporaries=rank == 0)
     if world_size > 1 and rank == 0:
         barrier()
     split_ids = {r.image_id for r in dataset.records}
@@ -245,7 +245,7 @@ def _propose_split(
     if world_size > 1:
         barrier()
         if rank == 0:
-            finish_from_parts(dataset, out_path, PartialRun(parts_dir_for(out_path), stamp))  # every rank's parts
+            finish_from_parts(dataset, out_path, PartialRun(out_path, stamp))  # every rank's parts
         barrier()
         return summary
     finish_from_parts(dataset, out_path, partial)

@@ -24,16 +24,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..artifacts.files import atomic_path, atomic_write_json
-from ..artifacts.stamps import check_stamp, open_h5_checked, stamp_differences, write_stamp
+from ..artifacts.parts import PartsFolder
+from ..artifacts.stamps import (
+    check_stamp,
+    first_difference,
+    open_h5_checked,
+    stamp_differences,
+    write_stamp,
+)
 from ..errors import ArtifactError, OutputExistsError
 
 log = logging.getLogger(__name__)
@@ -45,10 +50,6 @@ BOX_CHUNK_ROWS = 8192  # 128 KiB chunks: one image's <= 2000 boxes touch one or 
 
 
 
-def parts_dir_for(path: str | Path) -> Path:
-    """The folder of partial work for the proposals file ``path``."""
-    path = Path(path)
-    return path.with_name(path.stem + ".parts")
 
 
 def dataset_stamp(dataset) -> dict:
@@ -241,8 +242,9 @@ class PartialRun:
     stamp is refused (or, with ``overwrite``, discarded) rather than mixed in.
     """
 
-    def __init__(self, folder: str | Path, stamp: dict, overwrite: bool = False):
-        self.folder = Path(folder)
+    def __init__(self, output: str | Path, stamp: dict, overwrite: bool = False, remove_temporaries: bool = True):
+        self.parts = PartsFolder(output)
+        self.folder = self.parts.folder
         self.stamp = stamp
         self.results: dict[str, tuple[np.ndarray, float, bool]] = {}
         self.skipped: dict[str, str] = {}
@@ -250,30 +252,28 @@ class PartialRun:
         self._pending_skipped: list[tuple[str, str]] = []
         self._last_flush = time.monotonic()
         manifest = self.folder / "manifest.json"
-        if self.folder.exists() and overwrite:
-            shutil.rmtree(self.folder)
+        if overwrite:
+            self.parts.remove()
         if manifest.is_file():
             try:
                 found = json.loads(manifest.read_text())
             except (OSError, json.JSONDecodeError) as exc:
                 raise ArtifactError(f"{manifest}: unreadable ({exc}); remove {self.folder} or pass --overwrite") from None
-            diffs = stamp_differences(found, stamp) or stamp_differences(stamp, found)
-            if diffs:
-                key, was, now = diffs[0]
+            diff = first_difference(found, stamp)
+            if diff:
+                key, was, now = diff
                 raise ArtifactError(
                     f"{self.folder}: holds unfinished work made with {key}={was!r} (this run: {now!r}); rerun "
                     "with the same options to resume it, or pass --overwrite to start over"
                 )
+            self.parts.prepare(remove_temporaries)
             self._load_parts()
         else:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.parts.prepare(remove_temporaries)
             atomic_write_json(manifest, stamp)
-        for stale in self.folder.glob(".part-*"):
-            # temporaries of a writer killed mid-write: never renamed, so never complete
-            stale.unlink(missing_ok=True)
 
     def _load_parts(self) -> None:
-        for part in sorted(self.folder.glob("part-*.npz")):
+        for part in self.parts.finished("part-*.npz"):
             try:
                 with np.load(part, allow_pickle=False) as z:
                     ids, offsets, boxes = z["image_ids"], z["offsets"], z["boxes"]
@@ -309,10 +309,7 @@ class PartialRun:
             return
         pend, skipped = self._pending, self._pending_skipped
         counts = [len(b) for _, b, _, _ in pend]
-        name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.npz"
-        final = self.folder / name
-        tmp = self.folder / f".{name}.tmp"
-        with open(tmp, "wb") as f:
+        with self.parts.write(self.parts.unique_name("part-", ".npz")) as tmp, open(tmp, "wb") as f:
             np.savez(
                 f,
                 image_ids=np.array([p[0] for p in pend], dtype=str).reshape(-1),
@@ -325,9 +322,8 @@ class PartialRun:
             )
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, final)
         self._pending, self._pending_skipped = [], []
         self._last_flush = time.monotonic()
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.parts.remove()
