@@ -16,7 +16,7 @@ from spp_detect.datasets import open_dataset
 from spp_detect.features.cache import FeatureCache
 from tests.helpers import make_voc_tree, write_random_proposals
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_IMAGES = 10
 
 

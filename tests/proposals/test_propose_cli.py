@@ -20,7 +20,7 @@ from spp_detect.errors import ArtifactError
 from spp_detect.proposals.store import ProposalStore
 from tests.helpers import make_voc_tree
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _propose(root, run, *extra, split="trainval"):
