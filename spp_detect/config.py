@@ -138,7 +138,7 @@ class BackboneConfig:
 class PretrainConfig:
     mode: str = one_of("crops", "windows")  # crops (the paper's: object crops warped to a size) | windows (windows of whole
     #   images pooled from their conv5 map at the extraction's scales, as the detector sees them;
-    #   spp_detect/window_pretrain.py)
+    #   spp_detect/pretrain/windows.py)
     sizes: tuple[int, ...] = each_at_least((224, 180), 16, nonempty=True)  # crops mode: crop sizes, one epoch per size, alternating
     epochs: int = at_least(10, 0)
     batch_size: int = at_least(64, 1)
@@ -232,7 +232,7 @@ class SvmConfig:
     evict_threshold: float = -1.2  # after each retrain, cached negatives scoring below are dropped
     retrain_every: int = at_least(2000, 1)  # retrain when this many new negatives have been added
     max_negatives: int = at_least(20000, 1)  # per class, cached negatives kept after a retrain (the hardest);
-    #   with retrain_every this bounds the caches' memory (spp_detect/svm.py)
+    #   with retrain_every this bounds the caches' memory (spp_detect/training/svm.py)
     memory_mb: int = at_least(4096, 1)  # RAM for the fits running at once (liblinear copies its rows: about
     #   36 bytes per non-zero feature value); a fit larger than this runs alone
     workers: int = at_least(0, 0)  # classes trained in parallel processes; 0 = all cores
