@@ -112,6 +112,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ProposeConfig:
+    method: str = one_of("opencv")  # opencv: OpenCV's selective search run as the recipes below (spp_detect/proposals/)
     mode: str = one_of("fast", "lite", "fast", "quality")  # selective search recipe: fast (the paper's mode) | quality | lite (4 passes, CPU demo)
     max_proposals: int = at_least(2000, 1)  # kept per image, in rank order
     min_size: int = at_least(20, 1)  # boxes narrower or shorter than this many pixels are dropped

@@ -51,7 +51,8 @@ def propose(dataset, split, data_root, image_dir, skip_bad, mode, max_proposals,
     from ..artifacts.layout import proposals_path
     from ..config import with_values
     from ..datasets.stage import open_split
-    from ..proposals.stage import FLUSH_EVERY_IMAGES, propose_split, search_params
+    from ..proposals.proposer import proposer_from_config
+    from ..proposals.stage import FLUSH_EVERY_IMAGES, propose_split
     from .common import resolve_config, save_run_config
 
     if not split:
@@ -76,9 +77,9 @@ def propose(dataset, split, data_root, image_dir, skip_bad, mode, max_proposals,
             save_run_config(cfg, run)
         click.echo(f"{out}: {state}")
         return
-    params = search_params(p, cfg.seed)
+    proposer = proposer_from_config(p, cfg.seed)
     summary = propose_split(
-        ds, out, params, workers=p.workers, overwrite=overwrite, skip_bad=cfg.data.skip_bad,
+        ds, out, proposer, workers=p.workers, overwrite=overwrite, skip_bad=cfg.data.skip_bad,
         delay=delay_per_image, flush_every=part_size or FLUSH_EVERY_IMAGES,
     )
     if summary.up_to_date:

@@ -30,8 +30,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     from ..features.cache import FeatureCache
     from ..features.extract import Extractor, pool_at_best_scales
     from ..features.stage import extract_settings, load_backbone
-    from ..proposals.selective_search import selective_search
-    from ..proposals.stage import search_params
+    from ..proposals.proposer import proposer_from_config
     from ..runtime import resolve_device
     from ..training.bbox import BoxRegressors
     from ..training.head import load_head
@@ -55,7 +54,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     settings = extract_settings(cfg)
     extractor = Extractor(load_backbone(cfg, run), settings, resolve_device(cfg.extract.device, "extract.device"))
     params = detect_params(cfg)
-    search = search_params(cfg.propose, cfg.seed)
+    proposer = proposer_from_config(cfg.propose, cfg.seed)
     written, n_bad = [], 0
     for path in paths:
         stem = Path(path).stem
@@ -65,7 +64,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
         try:
             image = load_image(path)
             h, wd = image.shape[:2]
-            boxes, _fallback = selective_search(image, search, stem, source=path)
+            boxes, _fallback = proposer.propose(image, stem, source=path)
             if len(boxes) == 0:
                 raise DataError(path, "selective search found no window")
             result = extractor.run(image, boxes, source=path)

@@ -241,3 +241,25 @@ class FeatureCache:
         self.close()
 
 
+def mean_window_norm(cache: FeatureCache, seed: int, images: int = 200, windows: int = 200, device: str = "cpu",
+                     transform=None) -> float:
+    """Mean L2 norm of window features on a fixed random sample (PAPER.md: every layer is
+    scaled to mean norm 20): ``images`` images of the cache, ``windows`` windows of each.
+
+    The raw SPP vectors, or ``transform`` of them (fine-tuning passes the head's fc7): the same
+    sampler for both. 1.0 when the sample is empty.
+    """
+    rng = np.random.default_rng(seed)
+    ids = list(cache.image_ids)
+    norms = []
+    for i in sorted(rng.choice(len(ids), min(images, len(ids)), replace=False)):
+        win = cache.windows(ids[i])
+        n = len(win.boxes)
+        if n == 0:
+            continue
+        idx = np.sort(rng.choice(n, min(windows, n), replace=False))
+        feats = cache.pool(ids[i], idx, windows=win, device=device)
+        if transform is not None:
+            feats = transform(feats)
+        norms.append(feats.norm(dim=1).cpu().numpy())
+    return float(np.concatenate(norms).mean()) if norms else 1.0

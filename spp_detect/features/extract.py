@@ -35,7 +35,7 @@ from ..datasets.base import DetectionDataset, ImageRecord, load_image
 from ..errors import ArtifactError, DataError, SppError
 from ..progress import progress
 from ..runtime import barrier
-from .cache import FEATURES_FORMAT, FEATURES_VERSION, PART_FORMAT, FeatureCache
+from .cache import FEATURES_FORMAT, FEATURES_VERSION, PART_FORMAT, FeatureCache, mean_window_norm
 
 log = logging.getLogger(__name__)
 
@@ -439,30 +439,13 @@ def finalize_index(out_path: Path, image_ids: list[str], stamp: dict, meta: dict
             h5.create_dataset("part_names", data=np.array(part_names, dtype=object), dtype=h5py.string_dtype())
             h5.create_dataset("part", data=np.array([part_index[done[i]] for i in present], np.int32))
         # the mean norm needs a readable cache: measure it on the temporary index
-        norm = mean_pool_norm(FeatureCache(tmp, parts=parts_dir(out_path)), settings)
+        with FeatureCache(tmp, parts=parts_dir(out_path)) as cache:
+            norm = mean_window_norm(cache, settings.seed, settings.norm_sample_images, settings.norm_sample_windows)
         with h5py.File(tmp, "a") as h5:
             h5.attrs["pool_norm_mean"] = norm
     return {"pool_norm_mean": norm, "images": len(present)}
 
 
-def mean_pool_norm(cache: FeatureCache, settings: ExtractSettings) -> float:
-    """Mean L2 norm of pooled features on a fixed random sample of images and windows."""
-    rng = np.random.default_rng(settings.seed)
-    ids = list(cache.image_ids)
-    pick = rng.choice(len(ids), size=min(settings.norm_sample_images, len(ids)), replace=False)
-    norms = []
-    with cache:
-        for i in sorted(pick):
-            win = cache.windows(ids[i])
-            n = len(win.boxes)
-            if n == 0:
-                continue
-            idx = np.sort(rng.choice(n, size=min(settings.norm_sample_windows, n), replace=False))
-            feats = cache.pool(ids[i], idx, windows=win)
-            norms.append(feats.norm(dim=1).numpy())
-    if not norms:
-        return 1.0
-    return float(np.concatenate(norms).mean())
 
 
 def cache_meta(backbone, settings: ExtractSettings) -> dict:

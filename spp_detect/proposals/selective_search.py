@@ -169,6 +169,10 @@ class SearchParams:
     def passes(self) -> tuple[Pass, ...]:
         return RECIPES[self.mode]
 
+    def propose(self, image_rgb: np.ndarray, image_id: str = "", source=None) -> tuple[np.ndarray, bool]:
+        """:func:`selective_search` with these settings (the :class:`~.proposer.Proposer` call)."""
+        return selective_search(image_rgb, self, image_id, source)
+
     def to_stamp(self) -> dict:
         """JSON-able description, including the full recipe, for the file's stamp."""
         d = asdict(self)

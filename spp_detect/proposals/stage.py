@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..runtime import barrier, start_world
-from .selective_search import SearchParams, selective_search
+from .proposer import Proposer, proposer_from_config
 from .store import PartialRun, check_existing, dataset_stamp, write_proposals
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _init_worker() -> None:
 def _propose_one(task) -> ImageResult:
     from ..datasets.base import load_image
 
-    image_id, path, height, width, params, delay = task
+    image_id, path, height, width, proposer, delay = task
     start = time.perf_counter()
     try:
         image = load_image(path)
@@ -65,7 +65,7 @@ def _propose_one(task) -> ImageResult:
             raise DataError(
                 path, f"image is {image.shape[1]}x{image.shape[0]} pixels but its annotation says {width}x{height}", "size"
             )
-        boxes, fallback = selective_search(image, params, image_id, source=path)
+        boxes, fallback = proposer.propose(image, image_id, source=path)
     except DataError as exc:
         # a bad image is a result like any other (its text names the file): the caller stops
         # or, with skip_bad, counts it and goes on
@@ -86,7 +86,7 @@ def resolve_workers(workers: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def propose_images(records: Sequence, params: SearchParams, workers: int = 0, delay: float = 0.0) -> Iterator[ImageResult]:
+def propose_images(records: Sequence, proposer: Proposer, workers: int = 0, delay: float = 0.0) -> Iterator[ImageResult]:
     """Proposals for ``records`` (ImageRecord-like: image_id, path, height, width), yielded in
     the order they finish.
 
@@ -94,7 +94,7 @@ def propose_images(records: Sequence, params: SearchParams, workers: int = 0, de
     OpenCV single-threaded. ``delay``: seconds to sleep after each image (tests use it to
     interrupt a run part way). Closing the generator early stops the workers.
     """
-    tasks = [(r.image_id, str(r.path), int(r.height), int(r.width), params, float(delay)) for r in records]
+    tasks = [(r.image_id, str(r.path), int(r.height), int(r.width), proposer, float(delay)) for r in records]
     if not tasks:
         return
     workers = min(resolve_workers(workers), len(tasks))
@@ -131,14 +131,6 @@ class ProposeSummary:
     up_to_date: bool = False
 
 
-def search_params(p, seed: int = 0) -> SearchParams:
-    """The ``[propose]`` config section as :class:`SearchParams`."""
-    return SearchParams(
-        mode=p.mode, max_proposals=p.max_proposals, min_size=p.min_size, resize_to=p.resize_to,
-        near_duplicate_iou=p.near_duplicate_iou, seed=seed,
-    )
-
-
 def run_propose(cfg, run: str | Path, dataset, overwrite: bool = False, show_progress: bool = True) -> dict:
     """The stage as ``spp-detect run`` calls it: ``RUN/proposals/<split>.h5`` from the config."""
     from dataclasses import asdict
@@ -146,7 +138,7 @@ def run_propose(cfg, run: str | Path, dataset, overwrite: bool = False, show_pro
     from ..artifacts.layout import proposals_path
 
     summary = propose_split(
-        dataset, proposals_path(run, dataset.split), search_params(cfg.propose, cfg.seed),
+        dataset, proposals_path(run, dataset.split), proposer_from_config(cfg.propose, cfg.seed),
         workers=cfg.propose.workers, overwrite=overwrite, skip_bad=cfg.data.skip_bad, show_progress=show_progress,
     )
     out = asdict(summary)
@@ -155,19 +147,19 @@ def run_propose(cfg, run: str | Path, dataset, overwrite: bool = False, show_pro
     return out
 
 
-def propose_split(dataset, out_path: str | Path, params: SearchParams, **kwargs) -> ProposeSummary:
+def propose_split(dataset, out_path: str | Path, proposer: Proposer, **kwargs) -> ProposeSummary:
     """The ``propose`` stage for one dataset split (:func:`_propose_split`), holding the lock on
     ``out_path`` for this process's share: a second run on the same file is refused at once."""
     from ..artifacts.lock import output_lock
 
     with output_lock(out_path, start_world()[0]):
-        return _propose_split(dataset, out_path, params, **kwargs)
+        return _propose_split(dataset, out_path, proposer, **kwargs)
 
 
 def _propose_split(
     dataset,
     out_path: str | Path,
-    params: SearchParams,
+    proposer: Proposer,
     workers: int = 0,
     overwrite: bool = False,
     skip_bad: bool = False,
@@ -185,7 +177,7 @@ def _propose_split(
     from ..progress import progress
 
     out_path = Path(out_path)
-    stamp = {**dataset_stamp(dataset), "params": params.to_stamp()}
+    stamp = {**dataset_stamp(dataset), "params": proposer.to_stamp()}
     summary = ProposeSummary(out_path)
     if check_existing(out_path, stamp, overwrite):
         log.info("%s is up to date (same dataset split and settings); nothing to do", out_path)
@@ -209,7 +201,7 @@ def _propose_split(
     )
     bar = progress(total=len(dataset), initial=summary.reused, desc=f"propose {dataset.split}", unit="img",
                    disable=not show_progress)
-    results = propose_images(todo, params, workers, delay)
+    results = propose_images(todo, proposer, workers, delay)
     try:
         for res in results:
             if res.error is not None:

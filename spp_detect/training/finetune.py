@@ -34,7 +34,7 @@ from ..artifacts.stamps import first_difference
 from ..core.matching import label_windows, usable_gt
 from ..datasets.base import DetectionDataset
 from ..errors import ConfigError
-from ..features.cache import FeatureCache
+from ..features.cache import FeatureCache, mean_window_norm
 from ..pretrain.train import BACKGROUND
 from ..progress import progress
 from ..runtime import world
@@ -450,7 +450,9 @@ def finetune(
     if best is not None:
         head.load_state_dict(best["state"])
     head.eval()
-    fc7_norm = mean_fc7_norm(head, train_cache, norm_scale, seed, device=device)
+    with torch.no_grad():
+        fc7_norm = mean_window_norm(train_cache, seed, images=200, windows=200, device=device,
+                                    transform=lambda pooled: head.fc7_features(pooled * norm_scale))
     head.cpu()
     meta = {
         "stamp": stamp, "classes": list(train_ds.classes), "dropout": dropout, "pool_norm_scale": norm_scale,
@@ -514,16 +516,3 @@ def init_from_pretrained(head: SppHead, pretrained: dict | None, classes, levels
     return "fc6, fc7"
 
 
-def mean_fc7_norm(head: SppHead, cache: FeatureCache, norm_scale: float, seed: int, images: int = 200,
-                  windows: int = 200, device: str = "cpu") -> float:
-    """Mean L2 norm of fc7 features on a fixed sample (PAPER.md: every layer scaled to norm 20)."""
-    rng = np.random.default_rng(seed)
-    ids = cache.image_ids
-    norms = []
-    with torch.no_grad():
-        for i in sorted(rng.choice(len(ids), min(images, len(ids)), replace=False)):
-            win = cache.windows(ids[i])
-            idx = np.sort(rng.choice(len(win.boxes), min(windows, len(win.boxes)), replace=False))
-            x = cache.pool(ids[i], idx, windows=win, device=device) * norm_scale
-            norms.append(head.fc7_features(x).norm(dim=1).cpu().numpy())
-    return float(np.concatenate(norms).mean()) if norms else 1.0
