@@ -481,7 +481,6 @@ def pretrain(
 
     from ..artifacts.files import atomic_path, atomic_write_json
     from ..backbones import save_backbone
-    from ..progress import progress
 
     out_dir = Path(out_dir)
     stamp = dict(stamp or {})
@@ -496,47 +495,20 @@ def pretrain(
     model = build_classifier(backbone, len(labels), levels, concat_order, fc_dim, dropout).to(device)
     # NHWC: oneDNN convolutions and pooling run several times faster in it on the CPU
     model = model.to(memory_format=torch.channels_last)
-    # weight decay on weights only: decaying biases only fights the ReLUs' operating points
-    params_decay = [p for p in model.parameters() if p.dim() > 1]
-    params_plain = [p for p in model.parameters() if p.dim() <= 1]
-    groups = [{"params": params_decay, "weight_decay": weight_decay}, {"params": params_plain, "weight_decay": 0.0}]
-    if optimizer_name == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    optimizer = _optimizer(model, optimizer_name, lr, momentum, weight_decay)
     if task is None:
         task = CropTask(sizes, crops_per_image, background_crops, context, background_iou)
     images_per_batch = max(1, int(round(batch_size / max(1, task.per_item(train)))))
     train_set, val_set = task.datasets(train, val, seed)
     steps_per_epoch = math.ceil(len(train_set) / images_per_batch)
     total_steps = max(1, steps_per_epoch * epochs)
-    warmup_steps = max(1, int(round(warmup * total_steps))) if warmup > 0 else 0
-
-    def lr_factor(step: int) -> float:
-        # linear warm-up (a trunk without BatchNorm, ZF-5 by default, can diverge from a cold start at full lr), then cosine to 0
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup))
 
     ckpt_path = out_dir / "checkpoint.pt"
     history: list[dict] = []
     start_epoch, seconds = 0, 0.0
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        diff = first_difference(ckpt.get("stamp", {}), stamp)
-        if diff is not None:
-            key, found, wanted = diff
-            raise ArtifactError(
-                f"{ckpt_path}: checkpoint of another pretraining ({key}={found!r}, "
-                f"this run has {wanted!r}); pass --overwrite to start over"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, history, seconds = int(ckpt["epoch"]), list(ckpt["history"]), float(ckpt["seconds"])
+        start_epoch, history, seconds = _resume(ckpt_path, stamp, model, optimizer, scheduler)
         log.info("resuming pretraining from %s after epoch %d of %d", ckpt_path, start_epoch, epochs)
 
     for epoch in range(start_epoch, epochs):
@@ -544,29 +516,9 @@ def pretrain(
         train_set.size, train_set.epoch = size, epoch
         model.train()
         t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
         loader = _loader(train_set, images_per_batch, True, workers, seed * 1000 + epoch, task.collate)
-        with progress(total=len(loader), desc=f"pretrain {epoch + 1}/{epochs} {task.epoch_label(epoch)}", unit="batch") as bar:
-            for batch in loader:
-                logits, target = task.forward(model, batch, device)
-                if logits is None:
-                    bar.update(1)
-                    continue
-                loss = torch.nn.functional.cross_entropy(logits, target)
-                if not torch.isfinite(loss):
-                    raise ArtifactError(
-                        f"pretraining diverged in epoch {epoch + 1} (loss {loss.item()}); lower pretrain.lr (now {lr})"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                n = len(target)
-                loss_sum += loss.item() * n
-                correct += int((logits.argmax(1) == target).sum())
-                seen += n
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        loss_sum, correct, seen = _train_epoch(model, task, loader, optimizer, scheduler, device, lr,
+                                               f"pretrain {epoch + 1}/{epochs} {task.epoch_label(epoch)}", epoch)
         seconds += time.perf_counter() - t0
         history.append(
             {"epoch": epoch + 1, "size": size, "loss": loss_sum / max(1, seen), "train_top1": correct / max(1, seen),
@@ -618,6 +570,85 @@ def pretrain(
     if ckpt_path.is_file():
         os.remove(ckpt_path)  # the finished backbone.pt supersedes it
     return metrics
+
+
+
+def _optimizer(model, name: str, lr: float, momentum: float, weight_decay: float):
+    """SGD or AdamW, with weight decay on weights only: decaying biases only fights the ReLUs'
+    operating points."""
+    import torch
+
+    params_decay = [p for p in model.parameters() if p.dim() > 1]
+    params_plain = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": params_decay, "weight_decay": weight_decay}, {"params": params_plain, "weight_decay": 0.0}]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+
+
+def warmup_cosine(total_steps: int, warmup: float):
+    """The learning-rate factor of step ``t``: a linear warm-up over ``warmup`` of the steps (a
+    trunk without BatchNorm, ZF-5 by default, can diverge from a cold start at full lr), then
+    cosine to 0."""
+    warmup_steps = max(1, int(round(warmup * total_steps))) if warmup > 0 else 0
+
+    def lr_factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return lr_factor
+
+
+def _resume(ckpt_path: Path, stamp: dict, model, optimizer, scheduler) -> tuple[int, list, float]:
+    """Load a checkpoint of this pretraining; ``(epochs done, history, seconds)``. One of another
+    pretraining (other stamp) is refused, naming the key."""
+    import torch
+
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    diff = first_difference(ckpt.get("stamp", {}), stamp)
+    if diff is not None:
+        key, found, wanted = diff
+        raise ArtifactError(
+            f"{ckpt_path}: checkpoint of another pretraining ({key}={found!r}, "
+            f"this run has {wanted!r}); pass --overwrite to start over"
+        )
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    return int(ckpt["epoch"]), list(ckpt["history"]), float(ckpt["seconds"])
+
+
+def _train_epoch(model, task, loader, optimizer, scheduler, device, lr: float, desc: str, epoch: int):
+    """One pass over ``loader``; ``(summed loss, correct, examples)``."""
+    import torch
+
+    from ..progress import progress
+
+    loss_sum, correct, seen = 0.0, 0, 0
+    with progress(total=len(loader), desc=desc, unit="batch") as bar:
+        for batch in loader:
+            logits, target = task.forward(model, batch, device)
+            if logits is None:
+                bar.update(1)
+                continue
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            if not torch.isfinite(loss):
+                raise ArtifactError(
+                    f"pretraining diverged in epoch {epoch + 1} (loss {loss.item()}); lower pretrain.lr (now {lr})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = len(target)
+            loss_sum += loss.item() * n
+            correct += int((logits.argmax(1) == target).sum())
+            seen += n
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    return loss_sum, correct, seen
 
 
 def _check_arguments(backbone, sizes, eval_sizes, epochs, batch_size, crops_per_image, background_crops, train) -> None:

@@ -37,7 +37,7 @@ from ..errors import ConfigError
 from ..features.cache import FeatureCache, mean_window_norm
 from ..pretrain.train import BACKGROUND
 from ..progress import progress
-from ..runtime import world
+from ..runtime import barrier, world
 from .head import SppHead, save_head
 
 log = logging.getLogger(__name__)
@@ -333,42 +333,13 @@ def finetune(
              sum(len(s.bg) for s in samples))
     import time
 
-    sample, t_sample = None, time.perf_counter()
-    if memory_bytes > 0 and not BatchSampler.fits(train_cache, samples, random_scale, flip, memory_bytes):
-        sample_path = Path(sample_path) if sample_path is not None else out_path.with_name("finetune_windows.npy")
-        sample_args = (sample_path, train_cache, samples, fg_per_image, bg_per_image, flip and train_cache.has_flip,
-                       random_scale, seed, stamp)
-        if rank == 0:
-            sample = WindowSample.open_or_build(*sample_args)
-        if world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()  # rank 0 wrote the sample; the others open it
-            if rank != 0:
-                sample = WindowSample.open_or_build(*sample_args)
+    t_sample = time.perf_counter()
+    sampler, sample = _training_sampler(
+        train_cache, samples, out_path, sample_path, stamp, rank, rank_batch, rank_images, fg_fraction, flip,
+        random_scale, norm_scale, seed, memory_bytes, fg_per_image, bg_per_image)
     t_sample = time.perf_counter() - t_sample
-    sampler = BatchSampler(train_cache, samples, rank_batch, rank_images, fg_fraction, flip, random_scale,
-                           norm_scale, seed + 1000 * rank, memory_bytes=memory_bytes, sample=sample)
-    need = sampler.memory_needed >> 20
-    if sampler.memory is not None:
-        log.info("training windows pooled once and kept in RAM (%d MB of finetune.memory_mb)", need)
-    elif sample is not None:
-        log.info("training windows need %d MB, over finetune.memory_mb: batches come from a fixed sample of "
-                 "%d foreground and %d background windows per image and mirror", need, fg_per_image, bg_per_image)
-    else:
-        log.info("training windows pooled on every step: their vectors need %d MB, over finetune.memory_mb", need)
-        train_cache.keep_maps(memory_bytes)
-    val_batches = None
-    if val is not None:
-        v_cache, v_ds = val
-        v_samples = build_samples(v_cache, v_ds, fg_iou, bg_iou_low)[:val_images]
-        if v_samples:
-            v_sampler = BatchSampler(v_cache, v_samples, batch_size, images_per_batch, fg_fraction, False, False,
-                                     v_cache.norm_scale(norm_target), seed + 7)
-            val_batches = fixed_batches(v_sampler, max(1, len(v_samples) // max(1, images_per_batch)))
-    else:
-        log.warning("no validation features: the last iterate is kept (extract the val split for model selection)")
-
+    val_batches = _validation_batches(val, fg_iou, bg_iou_low, val_images, batch_size, images_per_batch,
+                                      fg_fraction, norm_target, seed)
     head = SppHead(train_cache.dim, fc_dim, n_classes, dropout)
     copied = init_from_pretrained(head, pretrained, train_ds.classes, train_cache.levels, train_cache.concat_order,
                                   norm_scale)
@@ -379,40 +350,13 @@ def finetune(
         model = nn.parallel.DistributedDataParallel(head)
         log.info("DistributedDataParallel over %d processes: %d windows from %d images per process and step",
                  world_size, rank_batch, rank_images)
-    weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
-    biases = [p for n, p in head.named_parameters() if n.endswith("bias")]
-    opt = torch.optim.SGD([
-        {"params": weights, "lr": lr, "weight_decay": weight_decay},
-        {"params": biases, "lr": 2 * lr, "weight_decay": 0.0},  # bias lr x2, as the released solver
-    ], lr=lr, momentum=momentum)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=0.1)
+    opt, sched = _optimizer(head, lr, lr_steps, momentum, weight_decay)
 
     ckpt_path = out_path.with_name("finetune.ckpt")
     start, best, history = 0, None, []
     if resume and ckpt_path.is_file():
-        try:
-            # weights_only: a checkpoint is plain tensors and numbers; a crafted pickle in a run
-            # folder someone hands you must not run code
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-            from ..errors import ArtifactError
-
-            raise ArtifactError(f"{ckpt_path}: not a fine-tuning checkpoint this version can read ({exc}); "
-                                "remove it to start again") from None
-        diff = first_difference(ck.get("stamp", {}), stamp)
-        if diff is not None:
-            # as pretraining does: a checkpoint of other work is never silently thrown away
-            from ..errors import ArtifactError
-
-            raise ArtifactError(f"{ckpt_path}: checkpoint of another fine-tuning ({diff[0]}={diff[1]!r}, this run "
-                                f"has {diff[2]!r}); pass --overwrite to start over, or drop --resume")
-        else:
-            head.load_state_dict(ck["head"])
-            opt.load_state_dict(ck["opt"])
-            sched.load_state_dict(ck["sched"])
-            start, best, history = ck["iteration"], ck["best"], ck["history"]
-            sampler.rng = np.random.default_rng(seed + 1000 * rank + start)
-            log.info("resuming fine-tuning at iteration %d", start)
+        start, best, history = _resume(ckpt_path, stamp, head, opt, sched)
+        sampler.rng = np.random.default_rng(seed + 1000 * rank + start)
 
     head.train()
     bar = progress(total=iterations, initial=start, desc="finetune", unit="it")
@@ -465,6 +409,87 @@ def finetune(
             sample.remove()  # tens of GB at VOC size; a later run pools a new one
     return {"history": history, "selected_iteration": meta["selected_iteration"], "fc7_norm_mean": fc7_norm,
             "initialised": copied, "timing": meta["timing"]}
+
+
+
+def _training_sampler(train_cache, samples, out_path, sample_path, stamp, rank, rank_batch, rank_images, fg_fraction,
+                      flip, random_scale, norm_scale, seed, memory_bytes, fg_per_image, bg_per_image):
+    """The batch sampler, and the :class:`WindowSample` it draws from when the training
+    windows do not fit in ``memory_bytes`` (rank 0 builds it; the other ranks open it)."""
+    sample = None
+    if memory_bytes > 0 and not BatchSampler.fits(train_cache, samples, random_scale, flip, memory_bytes):
+        sample_path = Path(sample_path) if sample_path is not None else out_path.with_name("finetune_windows.npy")
+        sample_args = (sample_path, train_cache, samples, fg_per_image, bg_per_image, flip and train_cache.has_flip,
+                       random_scale, seed, stamp)
+        if rank == 0:
+            sample = WindowSample.open_or_build(*sample_args)
+        barrier()  # rank 0 wrote the sample; the others open it
+        if rank != 0:
+            sample = WindowSample.open_or_build(*sample_args)
+    sampler = BatchSampler(train_cache, samples, rank_batch, rank_images, fg_fraction, flip, random_scale,
+                           norm_scale, seed + 1000 * rank, memory_bytes=memory_bytes, sample=sample)
+    need = sampler.memory_needed >> 20
+    if sampler.memory is not None:
+        log.info("training windows pooled once and kept in RAM (%d MB of finetune.memory_mb)", need)
+    elif sample is not None:
+        log.info("training windows need %d MB, over finetune.memory_mb: batches come from a fixed sample of "
+                 "%d foreground and %d background windows per image and mirror", need, fg_per_image, bg_per_image)
+    else:
+        log.info("training windows pooled on every step: their vectors need %d MB, over finetune.memory_mb", need)
+        train_cache.keep_maps(memory_bytes)
+    return sampler, sample
+
+
+def _validation_batches(val, fg_iou, bg_iou_low, val_images, batch_size, images_per_batch, fg_fraction,
+                        norm_target, seed):
+    """Fixed batches of the validation split (the same every evaluation), or None without one."""
+    if val is None:
+        log.warning("no validation features: the last iterate is kept (extract the val split for model selection)")
+        return None
+    v_cache, v_ds = val
+    v_samples = build_samples(v_cache, v_ds, fg_iou, bg_iou_low)[:val_images]
+    if not v_samples:
+        return None
+    v_sampler = BatchSampler(v_cache, v_samples, batch_size, images_per_batch, fg_fraction, False, False,
+                             v_cache.norm_scale(norm_target), seed + 7)
+    return fixed_batches(v_sampler, max(1, len(v_samples) // max(1, images_per_batch)))
+
+
+def _optimizer(head, lr, lr_steps, momentum, weight_decay):
+    """SGD as the released solver: biases at twice the learning rate and without weight decay;
+    the rate divided by 10 at each of ``lr_steps``."""
+    weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in head.named_parameters() if n.endswith("bias")]
+    opt = torch.optim.SGD([
+        {"params": weights, "lr": lr, "weight_decay": weight_decay},
+        {"params": biases, "lr": 2 * lr, "weight_decay": 0.0},
+    ], lr=lr, momentum=momentum)
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=0.1)
+
+
+def _resume(ckpt_path, stamp, head, opt, sched):
+    """Load a checkpoint into ``head``, ``opt`` and ``sched``; ``(iteration, best, history)``.
+
+    Loaded with ``weights_only``: a checkpoint is plain tensors and numbers, and a crafted pickle
+    in a run folder someone hands you must not run code. One made with other settings is refused
+    (as pretraining does): never used, never silently thrown away.
+    """
+    from ..errors import ArtifactError
+
+    try:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+        raise ArtifactError(f"{ckpt_path}: not a fine-tuning checkpoint this version can read ({exc}); "
+                            "remove it to start again") from None
+    diff = first_difference(ck.get("stamp", {}), stamp)
+    if diff is not None:
+        raise ArtifactError(f"{ckpt_path}: checkpoint of another fine-tuning ({diff[0]}={diff[1]!r}, this run "
+                            f"has {diff[2]!r}); pass --overwrite to start over, or drop --resume")
+    head.load_state_dict(ck["head"])
+    opt.load_state_dict(ck["opt"])
+    sched.load_state_dict(ck["sched"])
+    log.info("resuming fine-tuning at iteration %d", ck["iteration"])
+    return ck["iteration"], ck["best"], ck["history"]
 
 
 def _timing(sample_s: float, draw_s: float, train_s: float, steps: int, sampler: BatchSampler) -> dict:
