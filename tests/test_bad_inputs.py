@@ -175,3 +175,66 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path):
     assert not (run / "proposals" / "train.h5").exists()
     assert _cli("propose", "--dataset", root, "--split", "train", "--run", run, "--set", "propose.mode=lite",
                 "--workers", "1").exit_code == 0  # released: the next run goes ahead
+
+
+# ------------------------------------------------------------------------------------------ stale caches
+
+
+def test_an_image_replaced_by_another_of_the_same_size_makes_its_caches_stale(tmp_path):
+    import os
+
+    import cv2
+
+    from tests.helpers import write_random_proposals
+
+    root = make_voc_tree(tmp_path / "voc", n_images=2, size=(64, 80), splits={"train": [0, 1]})
+    run = tmp_path / "run"
+    write_random_proposals(run, open_dataset(str(root), "train"))
+    base = ["extract", "--dataset", root, "--split", "train", "--run", run, "--backbone", "zf5", "--weights", "none",
+            "--set", "backbone.width=0.25", "--set", "extract.norm_sample_images=2", "--scales", "64"]
+    assert _cli(*base).exit_code == 0
+    assert "nothing to do" in _cli(*base).output
+    # same size, same annotations, other pixels (and a later mtime, as any edit gives)
+    image = open_dataset(str(root), "train").records[0].path
+    cv2.imwrite(str(image), np.full((64, 80, 3), 200, np.uint8))
+    st = os.stat(image)
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = _cli(*base)  # its proposals were made from the old pixels: refused, naming the key and the fix
+    assert again.exit_code != 0 and "image_files" in again.output and "spp-detect propose" in again.output
+    propose = _cli("propose", "--dataset", root, "--split", "train", "--run", run, "--set", "propose.mode=lite")
+    assert propose.exit_code != 0 and "image_files" in propose.output and "--overwrite" in propose.output
+
+
+def test_a_new_norm_target_makes_the_trained_models_stale(tmp_path):
+    from dataclasses import replace
+
+    from spp_detect.config import merge
+    from spp_detect.detection.stage import detect_stamp, run_detect
+    from spp_detect.training.stage import run_finetune, run_train_svm
+    from tests.training.test_training import tiny_run as _fixture
+
+    cfg, run, root = _fixture.__wrapped__(_Factory(tmp_path))
+    train, test = open_dataset(str(root), "train"), open_dataset(str(root), "test")
+    run_finetune(cfg, run, train, None)
+    run_train_svm(cfg, run, train)
+    other = merge(cfg, {"extract": {"norm_target": 10.0}})
+    with pytest.raises(ArtifactError, match="norm_target"):
+        run_finetune(other, run, train, None)
+    with pytest.raises(ArtifactError, match="norm_target"):
+        run_train_svm(other, run, train)
+    with pytest.raises(ArtifactError, match="norm_target"):
+        run_detect(replace(other, detect=replace(other.detect, bbox_regression=False)), run, test)
+    assert detect_stamp(cfg, run, test) != detect_stamp(other, run, test)
+
+
+class _Factory:
+    """tmp_path_factory for a module-scoped fixture called once here."""
+
+    def __init__(self, base):
+        self.base, self.n = base, 0
+
+    def mktemp(self, name):
+        self.n += 1
+        path = self.base / f"{name}{self.n}"
+        path.mkdir()
+        return path

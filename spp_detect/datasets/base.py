@@ -113,6 +113,27 @@ class DetectionDataset:
             h.update(np.ascontiguousarray(r.difficult, bool).tobytes())
         return h.hexdigest()[:16]
 
+    def files_fingerprint(self) -> str:
+        """A short hash of every image file's size and modification time.
+
+        :meth:`fingerprint` covers ids, sizes and annotations; this covers the pixels, so that an
+        image replaced by another of the same size makes the caches built from it stale. Size and
+        mtime (what make and rsync go by) rather than a content hash: hashing would read the
+        whole dataset on every command. Copying a dataset without keeping times (``cp`` without
+        ``-p``) therefore counts as a change. A missing file hashes as missing.
+        """
+        cached = getattr(self, "_files_fingerprint", None)
+        if cached is None:
+            h = hashlib.sha256()
+            for r in self.records:
+                try:
+                    st = Path(r.path).stat()
+                    h.update(f"{r.image_id}|{st.st_size}|{st.st_mtime_ns}|".encode())
+                except OSError:
+                    h.update(f"{r.image_id}|missing|".encode())
+            cached = self._files_fingerprint = h.hexdigest()[:16]
+        return cached
+
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 RGB, shape (H, W, 3). Bad files raise :class:`DataError`."""

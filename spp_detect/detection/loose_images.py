@@ -29,7 +29,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     from ..datasets.base import load_image
     from ..features.cache import FeatureCache
     from ..features.extract import Extractor, pool_at_best_scales
-    from ..features.stage import extract_settings, load_backbone
+    from ..features.stage import extract_settings, load_backbone, scaling_stamp
     from ..proposals.proposer import proposer_from_config
     from ..runtime import resolve_device
     from ..training.bbox import BoxRegressors
@@ -40,7 +40,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     from .scoring import detect_image
     from .stage import detect_params
 
-    w, b, features_kind, classes = load_svms(run)
+    w, b, features_kind, classes = load_svms(run, expect=scaling_stamp(cfg))
     train_cache_path = features_path(run, cfg.data.train_split)
     if not train_cache_path.is_file():
         raise ArtifactError(f"{train_cache_path}: needed for the feature normalisation; is {run} a trained run folder?")

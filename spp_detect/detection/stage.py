@@ -20,7 +20,7 @@ from ..artifacts.layout import (
 )
 from ..config import PipelineConfig, config_hash
 from ..datasets.base import DetectionDataset
-from ..features.stage import open_features
+from ..features.stage import open_features, scaling_stamp
 from ..runtime import resolve_device
 from ..training.stage import feature_provider, load_svms
 from .scoring import DetectParams
@@ -46,7 +46,7 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
     out_json = detections_path(run, ds.split)
     out_comp4 = comp4_dir(run, ds.split)
     check_overwrite(out_json, overwrite)
-    w, b, features_kind, classes = load_svms(run)
+    w, b, features_kind, classes = load_svms(run, expect=scaling_stamp(cfg))
     if tuple(classes) != tuple(ds.classes):
         from ..errors import ArtifactError
 
@@ -92,7 +92,13 @@ def detect_stamp(cfg: PipelineConfig, run: Path, ds: DetectionDataset) -> str:
         import h5py
 
         with h5py.File(fpath, "r") as h5:
-            parts.append(json.loads(h5.attrs.get("stamp", "{}")).get("backbone_weights", ""))
+            features_stamp = json.loads(h5.attrs.get("stamp", "{}"))
+        parts.append(features_stamp.get("backbone_weights", ""))
+        # later additions only when present, so detections made before them still match
+        if "image_files" in features_stamp:
+            parts.append(features_stamp["image_files"])
+    if scaling_stamp(cfg):
+        parts.append(scaling_stamp(cfg))
     return config_hash(parts)
 
 

@@ -18,6 +18,8 @@ from ..runtime import barrier, resolve_device, start_world
 
 log = logging.getLogger(__name__)
 
+NORM_TARGET_DEFAULT = 20.0
+
 
 
 def weights_source(cfg: PipelineConfig, run: Path) -> str:
@@ -75,7 +77,8 @@ def features_stamp(cfg: PipelineConfig, ds: DetectionDataset, proposals_hash: st
     """What a feature cache is keyed on; each option separately so a mismatch names it."""
     e = replace(cfg.extract, flip=flips_split(cfg, ds.split))
     return {
-        "dataset": ds.name, "split": ds.split, "data_fingerprint": ds.fingerprint(), "proposals": proposals_hash,
+        "dataset": ds.name, "split": ds.split, "data_fingerprint": ds.fingerprint(),
+        "image_files": ds.files_fingerprint(), "proposals": proposals_hash,
         "backbone": backbone.name, "backbone_weights": backbone_fingerprint(backbone),
         "scales": list(e.scales), "max_size": e.max_size, "target_size": e.target_size, "projection": e.projection,
         "cache": e.cache, "flip": e.flip, "levels": list(cfg.spp.levels), "concat_order": cfg.spp.concat_order,
@@ -124,10 +127,18 @@ def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite:
 def open_features(run: Path, ds: DetectionDataset, memory_mb: int = 0):
     from .cache import FeatureCache
 
-    return FeatureCache(features_path(run, ds.split), expect={"split": ds.split, "data_fingerprint": ds.fingerprint()},
-                        memory_bytes=memory_mb << 20)
+    expect = {"split": ds.split, "data_fingerprint": ds.fingerprint(), "image_files": ds.files_fingerprint()}
+    return FeatureCache(features_path(run, ds.split), expect=expect, memory_bytes=memory_mb << 20)
 
 
 def features_hash(cache) -> str:
     """Identity of a feature cache (its stamp), what trained models are keyed on."""
     return config_hash(cache.stamp)
+
+
+def scaling_stamp(cfg: PipelineConfig) -> dict:
+    """The feature scaling every model trained or applied on a cache depends on
+    (``extract.norm_target``, PAPER.md: mean L2 norm 20). Stamped only when it is not the
+    default, so run folders made before it was stamped (always at 20) still match."""
+    t = cfg.extract.norm_target
+    return {} if t == NORM_TARGET_DEFAULT else {"norm_target": t}

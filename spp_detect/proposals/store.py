@@ -54,7 +54,8 @@ BOX_CHUNK_ROWS = 8192  # 128 KiB chunks: one image's <= 2000 boxes touch one or 
 
 def dataset_stamp(dataset) -> dict:
     """The stamp keys that tie a proposals file to one dataset split."""
-    return {"dataset": dataset.name, "split": dataset.split, "fingerprint": dataset.fingerprint()}
+    return {"dataset": dataset.name, "split": dataset.split, "fingerprint": dataset.fingerprint(),
+            "image_files": dataset.files_fingerprint()}
 
 
 

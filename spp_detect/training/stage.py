@@ -13,7 +13,7 @@ import numpy as np
 from ..artifacts.layout import bbox_path, features_path, head_path, svm_path
 from ..config import PipelineConfig, config_hash
 from ..datasets.base import DetectionDataset
-from ..features.stage import features_hash, open_features, weights_source
+from ..features.stage import features_hash, open_features, scaling_stamp, weights_source
 from ..runtime import barrier, resolve_device, start_world
 
 
@@ -29,7 +29,8 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     # how many processes and which device do not change the result: left out of the stamp. RAM can:
     # windows that do not fit come from a sample (fg/bg_per_image, stamped), but a different
     # memory_mb that keeps the same choice gives the same head, so it is not stamped either
-    stamp = {"features": features_hash(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0, device=""))}
+    stamp = {"features": features_hash(cache), "finetune": config_hash(replace(f, memory_mb=0, workers=0, device="")),
+             **scaling_stamp(cfg)}
     device = resolve_device(f.device, "finetune.device")
     if out.exists() and not overwrite:
         from .head import load_head
@@ -97,7 +98,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     provider, head_key = feature_provider(cfg, run, cache, s.features, device)
     # where it runs and how much RAM it may take do not change the SVMs: left out of the stamp
     stamp = {"features": features_hash(cache), "head": head_key,
-             "svm": config_hash(replace(s, workers=0, memory_mb=0, device=""))}
+             "svm": config_hash(replace(s, workers=0, memory_mb=0, device="")), **scaling_stamp(cfg)}
     if out.exists() and not overwrite:
         open_h5_checked(out, SVM_FORMAT, SVM_VERSION, stamp, remedy="pass --overwrite to train again").close()
         return {"skipped": True, "path": str(out)}
@@ -163,12 +164,14 @@ class Svms(NamedTuple):
     classes: list
 
 
-def load_svms(run: Path) -> Svms:
+def load_svms(run: Path, expect: dict | None = None) -> Svms:
+    """The run's SVMs; ``expect``: stamp values they must have been trained with."""
     import json
 
     from ..artifacts.stamps import open_h5_checked
 
-    with open_h5_checked(svm_path(run), SVM_FORMAT, SVM_VERSION, remedy="run 'spp-detect train-svm'") as h5:
+    with open_h5_checked(svm_path(run), SVM_FORMAT, SVM_VERSION, expect,
+                         remedy="run 'spp-detect train-svm' (with --overwrite to replace them)") as h5:
         return Svms(h5["weights"][()], h5["bias"][()], str(h5.attrs["features"]), json.loads(h5.attrs["classes"]))
 
 
@@ -185,7 +188,8 @@ def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, o
     bb = cfg.bbox
     out = bbox_path(run)
     cache = open_features(run, train_ds)
-    stamp = {"features": features_hash(cache), "bbox": config_hash(bb), "max_per_class": max_per_class}
+    stamp = {"features": features_hash(cache), "bbox": config_hash(bb), "max_per_class": max_per_class,
+             **scaling_stamp(cfg)}
     if out.exists() and not overwrite:
         from .bbox import BBOX_FORMAT, BBOX_VERSION
 

@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
     settings = ExtractSettings(scales=(96, 128), flip=True, norm_sample_images=5)
     for split in ("train", "val", "test"):
         ds = open_dataset(str(root), split)
-        stamp = {"split": split, "data_fingerprint": ds.fingerprint()}
+        stamp = {"split": split, "data_fingerprint": ds.fingerprint(), "image_files": ds.files_fingerprint()}
         path = features_path(run, split)
         extract_split(ds, jittered_proposals(ds), backbone, settings, path, stamp)
         finalize_index(path, ds.image_ids, stamp, cache_meta(backbone, settings), settings)
