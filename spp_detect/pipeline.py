@@ -67,6 +67,21 @@ def _stage_functions(cfg: PipelineConfig, run: Path, overwrite: bool) -> dict[st
     return stages
 
 
+def check_splits(cfg: PipelineConfig) -> None:
+    """Refuse a pipeline that would test on the images it trained or selected models on."""
+    from .datasets.registry import split_source
+    from .errors import ConfigError
+
+    d = cfg.data
+    test = split_source(d.dataset, d.test_split)
+    if test == split_source(d.dataset, d.train_split):
+        raise ConfigError(f"data.test_split = {d.test_split!r} is the training split (data.train_split = "
+                          f"{d.train_split!r}): a detector must be tested on images it was not trained on")
+    if d.val_split and test == split_source(d.dataset, d.val_split):
+        raise ConfigError(f"data.test_split = {d.test_split!r} is the model-selection split (data.val_split = "
+                          f"{d.val_split!r}): select models on other images than the test images")
+
+
 def run_pipeline(cfg: PipelineConfig, run: Path, overwrite: bool = False,
                  until: str | None = None) -> Iterator[tuple[str, dict, float]]:
     """Run every stage in order; yields ``(stage, summary, seconds)`` after each.
@@ -75,6 +90,7 @@ def run_pipeline(cfg: PipelineConfig, run: Path, overwrite: bool = False,
     but were made from other inputs is refused with the file to remove, unless ``overwrite``.
     ``until``: stop after this stage (one of :data:`STAGES`).
     """
+    check_splits(cfg)
     for stage, call in _stage_functions(cfg, Path(run), overwrite).items():
         t = time.perf_counter()
         summary = call()

@@ -238,3 +238,45 @@ class _Factory:
         path = self.base / f"{name}{self.n}"
         path.mkdir()
         return path
+
+
+# ------------------------------------------------------------------------------------------ COCO splits
+
+
+def _coco_split(folder, name, image_ids):
+    import cv2
+
+    images = []
+    for i in image_ids:
+        cv2.imwrite(str(folder / "images" / f"{i}.jpg"), np.zeros((40, 50, 3), np.uint8))
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 50, "height": 40})
+    anns = [{"id": 10 * i, "image_id": i, "category_id": 1, "bbox": [5, 5, 20, 20]} for i in image_ids]
+    path = folder / "annotations" / f"instances_{name}.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "dog"}]}))
+    return path
+
+
+def test_coco_splits_are_one_file_each_and_a_pipeline_never_tests_on_its_training_images(tmp_path):
+    from spp_detect.config import load_config
+    from spp_detect.errors import ConfigError
+    from spp_detect.pipeline import check_splits
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    train = _coco_split(tmp_path, "train", [1, 2, 3])
+    val = _coco_split(tmp_path, "val", [4, 5])
+    kw = {"image_dir": tmp_path / "images"}
+    assert open_dataset(str(train), "train", **kw).image_ids == ["1", "2", "3"]
+    by_name = open_dataset(str(train), "val", **kw)  # the sibling file, not the training file again
+    assert by_name.image_ids == ["4", "5"] and by_name.split == "val"
+    assert open_dataset(str(train), str(val), **kw).image_ids == ["4", "5"]  # by path
+    with pytest.raises(DataError, match="instances_test.json"):
+        open_dataset(str(train), "test", **kw)  # no file for it: never the training images instead
+    coco = ["data.dataset=" + str(train), "data.train_split=train", "data.val_split=", "data.test_split=" + str(train)]
+    with pytest.raises(ConfigError, match="data.test_split.*training split"):
+        check_splits(load_config(None, coco))
+    check_splits(load_config(None, [*coco[:3], "data.test_split=val"]))  # other images: fine
+    with pytest.raises(ConfigError, match="data.test_split.*training split"):
+        check_splits(load_config(None, ["data.train_split=trainval", "data.test_split=trainval"]))
+    with pytest.raises(ConfigError, match="model-selection split"):
+        check_splits(load_config(None, ["data.val_split=test", "data.test_split=test"]))

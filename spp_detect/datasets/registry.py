@@ -9,6 +9,11 @@ Accepted values:
 - a path to a COCO instances ``.json``; images from ``image_dir``, or else the folder beside
   the ``annotations/`` folder named after the file's split (``instances_val2017.json`` ->
   ``val2017/``), or else the JSON's own folder.
+
+COCO splits are files, one JSON per split (as COCO ships them). A split is named either by
+path (``--split annotations/instances_val2017.json``) or by name: ``val2017`` is the dataset
+JSON itself when that file is ``instances_val2017.json``, else the ``instances_val2017.json``
+(or ``val2017.json``) beside it. A name with no such file is an error: one file never serves as every split.
 """
 
 from __future__ import annotations
@@ -60,12 +65,48 @@ def resolve_voc_root(dataset: str, data_root: str | Path | None = None) -> Path:
 
 
 def _coco_image_dir(ann_file: Path) -> Path:
-    stem = ann_file.stem
-    split_name = stem.split("_", 1)[1] if stem.startswith("instances_") else stem
+    split_name = coco_split_name(ann_file)
     for candidate in (ann_file.parent.parent / split_name, ann_file.parent / split_name, ann_file.parent / "images"):
         if candidate.is_dir():
             return candidate
     return ann_file.parent
+
+
+def coco_split_name(ann_file: str | Path) -> str:
+    """The split a COCO annotation file holds, by its name: ``instances_val2017.json`` -> ``val2017``."""
+    stem = Path(ann_file).stem
+    return stem.split("_", 1)[1] if stem.startswith("instances_") else stem
+
+
+def coco_split_file(dataset: str | Path, split: str) -> Path:
+    """The annotation file of ``split`` for the COCO dataset named by ``dataset`` (one of its
+    JSON files); see the module docstring."""
+    if str(split).lower().endswith(".json"):
+        path = Path(split)
+        if not path.is_file():
+            raise DataError(path, "COCO annotation file not found", "split", str(split))
+        return path
+    ann = Path(dataset)
+    if coco_split_name(ann) == split:
+        return ann
+    sibling = ann.with_name(f"instances_{split}.json")
+    for candidate in (sibling, ann.with_name(f"{split}.json")):
+        if candidate.is_file():
+            return candidate
+    raise DataError(ann, f"holds split '{coco_split_name(ann)}', and there is no {sibling.name} beside it for "
+                    f"split '{split}'; COCO splits are one JSON each: pass --split path/to/instances_{split}.json "
+                    "(or set data.<role>_split to it)", "split", split)
+
+
+def split_source(dataset: str, split: str) -> str:
+    """What a split is read from, to tell two splits apart: a COCO split's annotation file, or
+    the split's name for VOC-style datasets."""
+    if str(dataset).lower().endswith(".json"):
+        try:
+            return str(coco_split_file(dataset, split).resolve())
+        except DataError:
+            return str(split)
+    return str(split)
 
 
 def open_dataset(
@@ -77,8 +118,9 @@ def open_dataset(
 ) -> DetectionDataset:
     """Open ``split`` of ``dataset`` (see the module docstring for accepted values)."""
     if str(dataset).lower().endswith(".json"):
-        ann = Path(dataset)
-        return read_coco(ann, Path(image_dir) if image_dir else _coco_image_dir(ann), split=split, skip_bad=skip_bad)
+        ann = coco_split_file(dataset, split)
+        return read_coco(ann, Path(image_dir) if image_dir else _coco_image_dir(ann), split=coco_split_name(ann),
+                         skip_bad=skip_bad)
     root = resolve_voc_root(str(dataset), data_root)
     name = str(dataset).lower() if str(dataset).lower() in NAMED else root.name
     return read_voc(root, split, name=name, skip_bad=skip_bad)

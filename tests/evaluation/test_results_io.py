@@ -157,7 +157,7 @@ def write_coco_dataset(tmp_path):
         imgs.append({"id": img_id, "file_name": f"{img_id}.jpg", "width": 100 + k, "height": 80})
     cats = [{"id": 3, "name": "cat"}, {"id": 9, "name": "dog"}]
     anns = [{"id": 1, "image_id": 17, "category_id": 9, "bbox": [5, 5, 20, 30], "iscrowd": 0}]
-    ann = tmp_path / "instances.json"
+    ann = tmp_path / "instances_val.json"  # COCO splits are one file each
     ann.write_text(json.dumps({"images": imgs, "annotations": anns, "categories": cats}))
     return open_dataset(str(ann), "val", image_dir=images)
 
