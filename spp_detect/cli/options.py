@@ -2,6 +2,7 @@
 
 Index:
 - ``dataset_options``: ``--dataset``, ``--split``, ``--data-root``, ``--image-dir``, ``--skip-bad``
+- ``val_split_option``: ``--val-split`` (the commands that select models: pretrain, finetune)
 - ``run_option``: ``--run`` / ``--run-dir`` (the run folder; torchrun needs the long name)
 - ``config_options``: ``--config`` (a pipeline file) and repeatable ``--set section.key=value``
 - ``set_option``: ``--set`` alone (``spp-detect run`` takes the pipeline file as its argument)
@@ -43,6 +44,12 @@ def float_list(ctx, param, value):
 skip_bad_option = click.option(
     "--skip-bad", is_flag=True, default=None,
     help="Turn per-image errors into warnings, with a count at the end (data.skip_bad).",
+)
+
+
+val_split_option = click.option(
+    "--val-split", default=None,
+    help="Model-selection split (default: the pipeline's data.val_split; never the test split).",
 )
 
 

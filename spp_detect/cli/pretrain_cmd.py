@@ -11,7 +11,14 @@ from pathlib import Path
 
 import click
 
-from .options import dataset_options, int_list, overwrite_option, run_option, with_config
+from .options import (
+    dataset_options,
+    int_list,
+    overwrite_option,
+    run_option,
+    val_split_option,
+    with_config,
+)
 
 BACKBONE_HELP = "zf5 | alexnet | vgg16 | squeezenet1_0 | resnet50 (default: the pipeline's backbone.name)."
 
@@ -43,7 +50,7 @@ def backbone_options(f):
 
 @click.command("pretrain")
 @dataset_options()
-@click.option("--val-split", default=None, help="Validation split (default: the pipeline's data.val_split).")
+@val_split_option
 @backbone_options
 @click.option("--mode", type=click.Choice(["crops", "windows"]), default=None,
               help="crops (the paper's classification pretraining) or windows (windows of whole images at the "

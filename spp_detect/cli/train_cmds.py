@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import dataset_options, overwrite_option, run_option, with_config
+from .options import dataset_options, overwrite_option, run_option, val_split_option, with_config
 
 
 def _setup(config_path, overrides, run_dir, skip_bad=None, **section_values):
@@ -21,23 +21,26 @@ def _setup(config_path, overrides, run_dir, skip_bad=None, **section_values):
 
 @click.command("finetune")
 @dataset_options()
+@val_split_option
 @run_option
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="SGD iterations.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/models/finetune.ckpt.")
 @with_config
 @overwrite_option
-def finetune(dataset, split, data_root, image_dir, skip_bad, run_dir, iterations, lr, resume, config_path, overrides,
+def finetune(dataset, split, data_root, image_dir, skip_bad, val_split, run_dir, iterations, lr, resume, config_path, overrides,
              overwrite):
     """Fine-tune fc6, fc7 and the classifier on the training split's cached SPP features.
 
-    Model selection on the validation split (data.val_split) when its features exist.
+    Model selection on the validation split (--val-split, else data.val_split) when its
+    features exist.
     """
     from ..datasets.stage import open_split
     from ..training.stage import run_finetune
     from .common import save_run_config
 
-    cfg, run = _setup(config_path, overrides, run_dir, skip_bad, finetune={"iterations": iterations, "lr": lr})
+    cfg, run = _setup(config_path, overrides, run_dir, skip_bad, finetune={"iterations": iterations, "lr": lr},
+                      data={"val_split": val_split})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
     val = open_split(cfg, dataset, cfg.data.val_split, data_root, image_dir, skip_bad) if cfg.data.val_split else None
     summary = run_finetune(cfg, run, train, val, overwrite=overwrite or resume, resume=resume)

@@ -285,3 +285,24 @@ def test_detect_computes_each_conv5_window_once_with_the_same_detections(tiny_ru
             # boxes as written (comp4/COCO round to 0.1 px): the same boxes
             np.testing.assert_allclose(np.asarray(mine.boxes)[m][order_got], boxes[order_ref], atol=0.51)
     assert n_unique < n_windows  # the data has shared windows, so the shortcut was exercised
+
+
+def test_finetune_takes_the_model_selection_split_on_the_command_line(tiny_run, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from spp_detect.cli.main import cli
+
+    cfg, run, root = tiny_run
+    mine = tmp_path / "run"
+    shutil.copytree(run / "features", mine / "features")
+    args = ["finetune", "--dataset", str(root), "--split", "train", "--run", str(mine), "--set", "data.val_split=",
+            "--set", "finetune.fc_dim=16", "--set", "finetune.iterations=4", "--set", "finetune.val_every=2",
+            "--set", "finetune.batch_size=16", "--set", "finetune.images_per_batch=2"]
+    none = CliRunner().invoke(cli, args)
+    assert none.exit_code == 0, none.output
+    assert "val_loss" not in none.output  # no validation split: the last iterate
+    chosen = CliRunner().invoke(cli, [*args, "--val-split", "val", "--overwrite"])
+    assert chosen.exit_code == 0, chosen.output
+    assert "val_loss" in chosen.output and 'val_split = "val"' in (mine / "config.toml").read_text()
