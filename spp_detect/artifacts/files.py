@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import OutputExistsError
+from ..errors import ArtifactError, OutputExistsError
 
 
 def temp_path_for(path: Path) -> Path:
@@ -84,3 +84,66 @@ def check_overwrite(path: str | Path, overwrite: bool) -> None:
 
 
 
+
+
+def check_writable(folder: str | Path) -> None:
+    """Refuse at once, naming the folder, when a stage could not write its outputs into
+    ``folder`` (read-only, not ours): before hours of work, not after."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temp_path_for(folder / "write-test")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ArtifactError(f"{folder}: cannot write here ({exc.strerror or exc}); "
+                            "make it writable or choose another run folder") from None
+
+
+class StagedOutputs:
+    """The outputs of one stage, written all-or-nothing (see :func:`staged_outputs`)."""
+
+    def __init__(self, staging: Path, folder: Path):
+        self.staging, self.folder = staging, folder
+        self._moves: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | Path) -> Path:
+        """Where to write what becomes ``final`` (a file, or a folder of files) on success.
+        Files go into place in the order their paths were asked for: ask for a stamp last."""
+        final = Path(final)
+        tmp = self.staging / f"{len(self._moves)}-{final.name}"
+        self._moves.append((tmp, final))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, final in self._moves:
+            if tmp.is_dir():
+                final.mkdir(parents=True, exist_ok=True)
+                for f in sorted(tmp.iterdir()):
+                    os.replace(f, final / f.name)
+            elif tmp.exists():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def staged_outputs(folder: str | Path) -> Iterator[StagedOutputs]:
+    """Write a stage's several outputs under ``folder`` all-or-nothing.
+
+    Everything is written into a hidden staging folder inside ``folder`` (same filesystem) and
+    renamed into place only once all of it is written; an error while writing (a full disk, a
+    refusal) leaves the old outputs as they were and removes the staging folder. A folder that
+    cannot be written is an :class:`ArtifactError` naming it, before anything is touched.
+    """
+    import shutil
+    import tempfile
+
+    folder = Path(folder)
+    check_writable(folder)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        outputs = StagedOutputs(staging, folder)
+        yield outputs
+        outputs.commit()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -35,8 +35,13 @@ def detect_params(cfg: PipelineConfig) -> DetectParams:
 def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: bool = False) -> dict:
     import numpy as np
 
-    from ..artifacts.files import check_overwrite
-    from ..evaluation.results_io import DetectionCollector, write_coco_results, write_comp4
+    from ..artifacts.files import atomic_write_json, check_overwrite, check_writable, staged_outputs
+    from ..evaluation.results_io import (
+        DetectionCollector,
+        comp4_filename,
+        write_coco_results,
+        write_comp4,
+    )
     from ..progress import progress
     from ..training.bbox import BoxRegressors
     from ..training.svm import window_keys
@@ -45,7 +50,10 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
     d = cfg.detect
     out_json = detections_path(run, ds.split)
     out_comp4 = comp4_dir(run, ds.split)
-    check_overwrite(out_json, overwrite)
+    # every refusal before the work: outputs that would be replaced, a folder that cannot be written
+    for path in [out_json, *(out_comp4 / comp4_filename(ds.split, c) for c in ds.classes)]:
+        check_overwrite(path, overwrite)
+    check_writable(out_json.parent)
     w, b, features_kind, classes = load_svms(run, expect=scaling_stamp(cfg))
     if tuple(classes) != tuple(ds.classes):
         from ..errors import ArtifactError
@@ -72,11 +80,11 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
                                              record.height, record.width, params):
             collector.add(image_id, c, boxes, scores)
     dets = collector.finish()
-    write_comp4(out_comp4, dets, ds.classes, ds.split, overwrite=overwrite)
-    write_coco_results(out_json, dets, ds, overwrite=overwrite)
-    from ..artifacts.files import atomic_write_json
-
-    atomic_write_json(detections_stamp_path(run, ds.split), {"stamp": detect_stamp(cfg, run, ds)})
+    # all or nothing: comp4 files, the JSON and, last, the stamp that says they are current
+    with staged_outputs(out_json.parent) as staged:
+        write_comp4(staged.path(out_comp4), dets, ds.classes, ds.split)
+        write_coco_results(staged.path(out_json), dets, ds)
+        atomic_write_json(staged.path(detections_stamp_path(run, ds.split)), {"stamp": detect_stamp(cfg, run, ds)})
     return {"path": str(out_json), "comp4": str(out_comp4), "detections": sum(len(v.scores) for v in dets.values())}
 
 

@@ -306,3 +306,39 @@ def test_finetune_takes_the_model_selection_split_on_the_command_line(tiny_run, 
     chosen = CliRunner().invoke(cli, [*args, "--val-split", "val", "--overwrite"])
     assert chosen.exit_code == 0, chosen.output
     assert "val_loss" in chosen.output and 'val_split = "val"' in (mine / "config.toml").read_text()
+
+
+def test_detect_writes_its_outputs_all_or_nothing(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    import spp_detect.evaluation.results_io as results_io
+    from spp_detect.config import merge
+    from spp_detect.detection.stage import run_detect
+    from spp_detect.errors import ArtifactError
+    from spp_detect.training.stage import run_train_svm
+
+    cfg, run, root = tiny_run
+    mine = tmp_path / "run"
+    shutil.copytree(run / "features", mine / "features")
+    cfg = merge(cfg, {"svm": {"features": "pool"}, "detect": {"bbox_regression": False}})
+    train, test = open_dataset(str(root), "train"), open_dataset(str(root), "test")
+    run_train_svm(cfg, mine, train)
+    run_detect(cfg, mine, test)
+    det = mine / "detections"
+    before = {p.relative_to(det): p.read_bytes() for p in det.rglob("*") if p.is_file()}
+    assert len(before) == 2 + len(test.classes)  # test.json, its stamp, one comp4 file per class
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    # a failure after the comp4 files were written: the old outputs stay, whole and alone
+    monkeypatch.setattr(results_io, "detections_to_coco_list", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        run_detect(merge(cfg, {"detect": {"nms_iou": 0.5}}), mine, test, overwrite=True)
+    after = {p.relative_to(det): p.read_bytes() for p in det.rglob("*") if p.is_file()}
+    assert after == before and not list(det.glob(".staging-*"))
+    # a detections folder that cannot be written: refused before any work, naming it
+    shutil.rmtree(det)
+    det.write_text("a file where the folder should be")
+    with pytest.raises(ArtifactError, match="detections: cannot write here"):
+        run_detect(cfg, mine, test)
