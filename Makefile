@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SHARED ?= $(abspath ../shared)
 
-.PHONY: install test lint bench bench-voc demo clean
+.PHONY: install test lint bench bench-voc demo smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench-voc: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/spp-detect run pipelines/demo.toml
+
+smoke: $(STAMP)
+	$(BIN)/spp-detect run pipelines/tiny.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

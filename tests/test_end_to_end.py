@@ -152,3 +152,20 @@ def test_every_command_then_the_pipeline(tmp_path):
     assert again.exit_code == 0, again.output
     for stage in STAGES:
         assert f"[{stage}] up to date" in again.stderr, again.stderr
+
+
+def test_the_smoke_pipeline_runs_every_stage(tmp_path):
+    # pipelines/tiny.toml as `make smoke` runs it (its data and run folder moved under tmp_path)
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from spp_detect.cli.main import cli
+
+    tiny = Path(__file__).resolve().parents[1] / "pipelines" / "tiny.toml"
+    result = CliRunner().invoke(cli, ["run", str(tiny), "--run", str(tmp_path / "run"),
+                                      "--set", f"data.data_root={tmp_path / 'data'}"])
+    assert result.exit_code == 0, result.output
+    for stage in ("data", "pretrain", "propose", "extract", "finetune", "train-svm", "train-bbox", "detect", "eval"):
+        assert f"[{stage}]" in result.output
+    assert "mAP" in result.output and list((tmp_path / "run" / "examples").glob("*.png"))
