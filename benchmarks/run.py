@@ -31,7 +31,7 @@ def machine() -> str:
 
 
 LONG = {"bench_voc.py"}  # run on their own (make bench-voc), not by make bench
-END_MARK = re.compile(r"^_\((bench_\w+\.py): .*\)_$")
+END_MARK = re.compile(r"^_\(((?:bench|notes)_\w+\.(?:py|md)): .*\)_$")
 
 
 def split_report(text: str) -> tuple[str, dict[str, str]]:
@@ -83,6 +83,9 @@ def main(names: list[str]) -> int:
         else:
             body = proc.stdout.strip()
         blocks[script.name] = f"{body}\n\n_({script.name}: {took:.0f} s, {now})_\n"
+    # hand-written sections (measurement history) are kept in benchmarks/notes_*.md, always included
+    for note in sorted(HERE.glob("notes_*.md")):
+        blocks[note.name] = note.read_text().strip("\n") + "\n"
     text = header.rstrip("\n") + "\n\n" + "\n".join(blocks[k] for k in sorted(blocks))
     tmp = report.with_suffix(".tmp")
     tmp.write_text(text)

@@ -169,3 +169,53 @@ def test_the_smoke_pipeline_runs_every_stage(tmp_path):
     for stage in ("data", "pretrain", "propose", "extract", "finetune", "train-svm", "train-bbox", "detect", "eval"):
         assert f"[{stage}]" in result.output
     assert "mAP" in result.output and list((tmp_path / "run" / "examples").glob("*.png"))
+
+
+def _coco_family(root):
+    """mycoco/annotations/instances_<split>.json with images in mycoco/<split>/, as COCO ships them."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (root / "annotations").mkdir(parents=True)
+    next_id = 1
+    for split, n in (("train", 4), ("val", 2), ("test", 2)):
+        (root / split).mkdir()
+        images, anns = [], []
+        for _ in range(n):
+            cv2.imwrite(str(root / split / f"{next_id}.jpg"), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+            images.append({"id": next_id, "file_name": f"{next_id}.jpg", "width": 128, "height": 96})
+            anns.append({"id": next_id, "image_id": next_id, "category_id": 1 + next_id % 2, "bbox": [10, 10, 50, 40]})
+            next_id += 1
+        cats = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}]
+        (root / "annotations" / f"instances_{split}.json").write_text(
+            json.dumps({"images": images, "annotations": anns, "categories": cats}))
+
+
+@pytest.mark.parametrize("layout", ["voc", "coco"])
+def test_your_own_dataset_as_the_readme_shows(tmp_path, layout):
+    # the README's "Your own dataset" commands, with the smoke pipeline and stopping after propose
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from spp_detect.cli.main import cli
+    from tests.helpers import make_voc_tree
+
+    if layout == "voc":
+        dataset = make_voc_tree(tmp_path / "mydata", n_images=8,
+                                splits={"train": [0, 1, 2, 3], "val": [4, 5], "test": [6, 7]})
+    else:
+        _coco_family(tmp_path / "mycoco")
+        dataset = tmp_path / "mycoco" / "annotations" / "instances_train.json"
+    tiny = Path(__file__).resolve().parents[1] / "pipelines" / "tiny.toml"
+    run = tmp_path / "runs" / "mine"
+    args = ["run", str(tiny), "--run", str(run), "--set", f"data.dataset={dataset}", "--set", "data.train_split=train",
+            "--set", "data.val_split=val", "--set", "data.test_split=test", "--until", "propose"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (run / "proposals").glob("*.h5")) == ["test.h5", "train.h5", "val.h5"]
+    same = CliRunner().invoke(cli, [*args[:-8], "--set", "data.test_split=train", "--until", "propose"])
+    assert same.exit_code != 0 and "training split" in same.output
