@@ -186,6 +186,8 @@ class ExtractConfig:
     warp_size: int = at_least(224, 16)  # warped: the trunk's input size (R-CNN's AlexNet: 227)
     flip: bool = False  # also extract horizontally flipped images (training splits)
     device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda
+    workers: int = at_least(0, 0)  # processes decoding and resizing images ahead of the trunk (0 = the
+    #   trunk's own process, best on a small CPU; on a GPU a few keep it busy); the features do not change
     norm_sample_images: int = at_least(200, 1)  # images sampled to estimate the mean feature norm
     norm_sample_windows: int = at_least(200, 1)  # windows per sampled image
     norm_target: float = within(20.0, 0.0, math.inf, low_open=True)  # features are scaled to this mean L2 norm

@@ -62,6 +62,7 @@ class ExtractSettings:
     images_per_part: int = 16
     compression: str = "gzip"  # gzip (small, portable) | lzf (faster, h5py-only)
     warp_size: int = 224  # cache "warped" (R-CNN): the trunk's input size windows are warped to
+    workers: int = 0  # processes decoding and resizing images ahead of the trunk (0 = this process)
 
     @property
     def geometry(self) -> WindowGeometry:
@@ -123,37 +124,66 @@ class Extractor:
         With ``cache = "warped"`` (R-CNN): each window's own SPP vector (``pooled``) instead,
         from its warped crop (:mod:`.rcnn`); one "scale", rectangles left empty.
         """
-        from ..core.geometry import resize_shape
-
-        s = self.settings
-        if s.cache == "warped":
+        if self.settings.cache == "warped":
             from .rcnn import warped_features
 
+            s = self.settings
             pooled = warped_features(self.backbone, image, boxes, s.warp_size, s.levels, s.concat_order, self.device)
             return {"pooled": pooled, "rects": np.zeros((len(boxes), 1, 4), np.int16),
                     "best_scale": np.zeros(len(boxes), np.int8)}
-        h, w = image.shape[:2]
-        maps, rects = [], np.zeros((len(boxes), len(s.scales), 4), np.int16)
-        geometry = s.geometry
-        for k, scale in enumerate(s.scales):
-            nh, nw, _ = resize_shape(h, w, scale, s.max_size)
-            if nh * nw > MAX_RESIZED_PIXELS:
-                raise DataError(source, f"resized to {nw}x{nh} at scale {scale} it would hold over "
-                                f"{MAX_RESIZED_PIXELS // 10**6} million pixels (extract.max_size = {s.max_size}: "
-                                "0 is no cap); set extract.max_size, e.g. 2000", "size", f"{w}x{h}")
-            resized = geometry.resize(image, k)
+        return self.run_prepared(prepare_view(image, boxes, self.settings, source))
+
+    def run_prepared(self, view: PreparedView) -> dict:
+        """:meth:`run` on an image already resized (:func:`prepare_view`, e.g. in a loader
+        worker): the trunk at every scale, then the windows projected onto each map."""
+        maps, rects = [], np.zeros((len(view.boxes), len(view.resized), 4), np.int16)
+        geometry = self.settings.geometry
+        for k, (resized, in_resized) in enumerate(zip(view.resized, view.boxes_resized, strict=True)):
             if min(self.backbone.output_size(*resized.shape[:2])) < 1:
-                raise DataError(source, f"too small or too thin for {self.backbone.name}: resized to "
-                                f"{resized.shape[1]}x{resized.shape[0]} at scale {scale} (max_size {s.max_size}) it "
-                                f"gives no conv5 cell; each side needs at least {self.backbone.min_input_size()} px",
-                                "size", f"{w}x{h}")
+                raise DataError(view.source, f"too small or too thin for {self.backbone.name}: resized to "
+                                f"{resized.shape[1]}x{resized.shape[0]} at scale {self.settings.scales[k]} (max_size "
+                                f"{self.settings.max_size}) it gives no conv5 cell; each side needs at least "
+                                f"{self.backbone.min_input_size()} px", "size", f"{view.width}x{view.height}")
             fmap = self._forward(resized)
             maps.append(fmap)
-            in_resized = geometry.to_resized(boxes, h, w, resized.shape[0], resized.shape[1])
             rects[:, k] = geometry.project(in_resized, self.backbone.stride, self.backbone.offset,
                                            fmap.shape[1], fmap.shape[2])
-        best = geometry.best_scales(boxes, h, w)
-        return {"maps": maps, "rects": rects, "best_scale": best.astype(np.int8)}
+        return {"maps": maps, "rects": rects, "best_scale": view.best_scale}
+
+
+@dataclass
+class PreparedView:
+    """One image (or its mirror) ready for the trunk: resized to every scale, its windows in
+    each resized frame and their best scale. All of it CPU work, done ahead of the trunk."""
+
+    boxes: np.ndarray  # (N, 4) original frame, internal convention
+    resized: list  # uint8 (h_k, w_k, 3) per scale
+    boxes_resized: list  # float (N, 4) per scale, in that scale's resized frame
+    best_scale: np.ndarray  # int8 (N,)
+    height: int
+    width: int
+    source: object = None
+
+
+def prepare_view(image: np.ndarray, boxes: np.ndarray, settings: ExtractSettings, source=None) -> PreparedView:
+    """Everything of :meth:`Extractor.run` before the trunk (see :class:`PreparedView`).
+    An image that would be resized past :data:`MAX_RESIZED_PIXELS` is a :class:`DataError`."""
+    from ..core.geometry import resize_shape
+
+    geometry = settings.geometry
+    h, w = image.shape[:2]
+    resized_all, boxes_all = [], []
+    for k, scale in enumerate(settings.scales):
+        nh, nw, _ = resize_shape(h, w, scale, settings.max_size)
+        if nh * nw > MAX_RESIZED_PIXELS:
+            raise DataError(source, f"resized to {nw}x{nh} at scale {scale} it would hold over "
+                            f"{MAX_RESIZED_PIXELS // 10**6} million pixels (extract.max_size = {settings.max_size}: "
+                            "0 is no cap); set extract.max_size, e.g. 2000", "size", f"{w}x{h}")
+        resized = geometry.resize(image, k)
+        resized_all.append(resized)
+        boxes_all.append(geometry.to_resized(boxes, h, w, resized.shape[0], resized.shape[1]))
+    best = geometry.best_scales(boxes, h, w).astype(np.int8)
+    return PreparedView(boxes, resized_all, boxes_all, best, h, w, source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,43 +358,47 @@ def _extract_split(
                         total_bytes += _write_image(sub, boxes, n_gt, result, compression)
         n_parts += 1
 
+    writer = _PartWriter(flush)
     batch: list = []
-    for record in todo:
-        props = proposals.get(record.image_id)
-        if props is None and skip_bad:  # propose skipped it as bad: so does extract
-            n_bad += 1
-            log.warning("skipping %s: it has no proposals (skipped as bad by propose)", record.image_id)
+    try:
+        for i, views, error in _load_ahead(todo, proposals, settings, extractor, workers=settings.workers):
+            record = todo[i]
+            if error is not None:
+                if isinstance(error, str):  # no proposals for this image
+                    if not skip_bad:
+                        raise ArtifactError(f"no proposals for image '{record.image_id}'; rerun 'spp-detect propose' "
+                                            "for this split")
+                    error = "it has no proposals (skipped as bad by propose)"
+                elif not skip_bad:
+                    raise error
+                n_bad += 1
+                log.warning("skipping %s: %s", record.image_id, error)
+                bar.update(1)
+                continue
+            try:
+                views = [(b, n, _to_stored(extractor.run_prepared(v) if isinstance(v, PreparedView)
+                                           else extractor.run(v, b, record.path), settings, pooler))
+                         for b, n, v in views]
+            except DataError as exc:
+                if not skip_bad:
+                    raise
+                n_bad += 1
+                log.warning("skipping %s: %s", record.image_id, exc)
+                bar.update(1)
+                continue
+            batch.append((record, views))
+            n_images += 1
             bar.update(1)
-            continue
-        if props is None:
-            raise ArtifactError(f"no proposals for image '{record.image_id}'; rerun 'spp-detect propose' for this split")
-        boxes, n_gt = image_windows(record, props)
-        try:
-            image = load_image(record.path)
-            if image.shape[:2] != (record.height, record.width):
-                raise DataError(record.path, "image size differs from its annotation", "size",
-                                f"{image.shape[1]}x{image.shape[0]} vs {record.width}x{record.height}")
-            views = [(boxes, n_gt, _to_stored(extractor.run(image, boxes, record.path), settings, pooler))]
-            if settings.flip:
-                fboxes = flip_horizontal(boxes, record.width)
-                mirrored = extractor.run(np.ascontiguousarray(image[:, ::-1]), fboxes, record.path)
-                views.append((fboxes, n_gt, _to_stored(mirrored, settings, pooler)))
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            n_bad += 1
-            log.warning("skipping %s: %s", record.image_id, exc)
-            bar.update(1)
-            continue
-        batch.append((record, views))
-        n_images += 1
-        bar.update(1)
-        if len(batch) >= settings.images_per_part:
-            flush(batch)
-            batch = []
-        if delay:
-            time.sleep(delay)
-    flush(batch)
+            if len(batch) >= settings.images_per_part:
+                writer.submit(batch)
+                batch = []
+            if delay:
+                time.sleep(delay)
+        writer.submit(batch)
+    except BaseException:
+        writer.close(raise_error=False)  # the parts finished before an error or Ctrl-C are written
+        raise
+    writer.close()
     bar.close()
     seconds = time.perf_counter() - t0
     if n_bad:
@@ -379,6 +413,99 @@ def _extract_split(
     }
 
 
+
+
+class _LoadedImages:
+    """The images of a split decoded and prepared ahead of the trunk (a map-style dataset, run in
+    loader worker processes). Item ``i``: ``(i, views, error)``: ``views`` a list of ``(boxes,
+    n_gt, PreparedView or, for the warped cache, the image)`` (the mirror second), or ``error``:
+    the image's :class:`DataError`, or a string when it has no proposals."""
+
+    def __init__(self, records: list, proposals: dict, settings: ExtractSettings):
+        self.records = records
+        self.proposals = {r.image_id: proposals.get(r.image_id) for r in records}
+        self.settings = settings
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        record = self.records[i]
+        props = self.proposals[record.image_id]
+        if props is None:
+            return i, None, "no proposals"
+        boxes, n_gt = image_windows(record, props)
+        try:
+            image = load_image(record.path)
+            if image.shape[:2] != (record.height, record.width):
+                raise DataError(record.path, "image size differs from its annotation", "size",
+                                f"{image.shape[1]}x{image.shape[0]} vs {record.width}x{record.height}")
+            views = [(boxes, n_gt, image)]
+            if self.settings.flip:
+                views.append((flip_horizontal(boxes, record.width), n_gt, np.ascontiguousarray(image[:, ::-1])))
+            if self.settings.cache != "warped":  # R-CNN's windows go through the trunk one by one
+                views = [(b, n, prepare_view(im, b, self.settings, record.path)) for b, n, im in views]
+        except DataError as exc:
+            return i, None, exc
+        return i, views, None
+
+
+def _as_is(item):
+    return item
+
+
+def _load_ahead(records: list, proposals: dict, settings: ExtractSettings, extractor, workers: int = 0):
+    """:class:`_LoadedImages` items in order; with ``workers`` processes decoding and resizing
+    ahead of the trunk (a DataLoader), or here one by one with ``workers = 0``."""
+    import torch
+
+    data = _LoadedImages(records, proposals, settings)
+    if workers <= 0:
+        yield from (data[i] for i in range(len(data)))
+        return
+    # spawn: this process holds threads (the part writer, the progress bar) that fork would copy mid-state
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                                         multiprocessing_context="spawn", prefetch_factor=4)
+    yield from loader
+
+
+class _PartWriter:
+    """Writes finished parts in a background thread, so the trunk does not wait on compression
+    and HDF5 (the trunk releases the GIL while it runs). At most two batches wait; an error in
+    the writer is raised in the caller at the next :meth:`submit` or at :meth:`close`."""
+
+    def __init__(self, write):
+        import queue
+        import threading
+
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="part-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(batch)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    self._error = exc
+
+    def submit(self, batch: list) -> None:
+        if self._error is not None:
+            raise self._error
+        if batch:
+            self._queue.put(batch)
+
+    def close(self, raise_error: bool = True) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and raise_error:
+            raise self._error
 
 
 def estimate_bytes(records: list[ImageRecord], channels: int, stride: int, settings: ExtractSettings) -> int:

@@ -69,7 +69,7 @@ def extract_settings(cfg: PipelineConfig, images_per_part: int | None = None, sp
         scales=e.scales, max_size=e.max_size, target_size=e.target_size, projection=e.projection, cache=e.cache,
         flip=e.flip, levels=cfg.spp.levels, concat_order=cfg.spp.concat_order,
         norm_sample_images=e.norm_sample_images, norm_sample_windows=e.norm_sample_windows, seed=e.seed,
-        warp_size=e.warp_size, **extra,
+        warp_size=e.warp_size, workers=e.workers, **extra,
     )
 
 

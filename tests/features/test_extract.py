@@ -140,3 +140,56 @@ def test_extract_flip_mirrors_the_training_split_only(tmp_path, caplog):
         assert cache.has_flip is mirrored and cache.stamp["flip"] is mirrored
     # an untrained trunk is said loudly
     assert any("UNTRAINED zf5" in r.message and r.levelname == "WARNING" for r in caplog.records)
+
+
+def _contents(folder):
+    """Every dataset's bytes and every attribute of every HDF5 file under ``folder``, by path."""
+    import h5py
+
+    out = {}
+    for path in sorted(folder.rglob("*.h5")):
+        with h5py.File(path, "r") as h5:
+            def visit(name, obj, path=path):
+                key = f"{path.relative_to(folder)}:{name}"
+                attrs = {k: (v.tobytes() if isinstance(v, np.ndarray) else v) for k, v in obj.attrs.items()}
+                data = None
+                if isinstance(obj, h5py.Dataset):
+                    data = obj[()].tolist() if obj.dtype.kind == "O" else obj[()].tobytes()
+                out[key] = (data, attrs)
+
+            h5.visititems(visit)
+            out[f"{path.relative_to(folder)}:/"] = (None, dict(h5.attrs))
+    return out
+
+
+@pytest.mark.parametrize("cache", ["conv5", "pooled"])
+def test_the_pipelined_extraction_writes_the_same_cache_as_the_simple_loop(tmp_path, tiny_voc, backbone, cache):
+    # decoding and resizing in loader processes and writing parts in a thread change nothing
+    ds = open_dataset(str(tiny_voc), "trainval")
+    props = _proposals(ds)
+    base = dict(scales=(64, 96), flip=True, cache=cache, norm_sample_images=4, images_per_part=1)
+    _extract(ds, props, backbone, tmp_path / "simple" / "f.h5", ExtractSettings(**base, workers=0))
+    _extract(ds, props, backbone, tmp_path / "piped" / "f.h5", ExtractSettings(**base, workers=2))
+    simple, piped = _contents(tmp_path / "simple"), _contents(tmp_path / "piped")
+    assert len(simple) > 10 and simple == piped
+
+
+def test_a_writer_failure_reaches_the_caller_and_earlier_parts_stay(tmp_path, tiny_voc, backbone, monkeypatch):
+    import spp_detect.features.extract as extract
+
+    ds = open_dataset(str(tiny_voc), "trainval")
+    calls = []
+    real = extract._write_image
+
+    def fail_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract, "_write_image", fail_on_third)
+    path = tmp_path / "f" / "f.h5"
+    with pytest.raises(OSError, match="No space"):
+        extract_split(ds, _proposals(ds), backbone, ExtractSettings(scales=(64,), images_per_part=1), path,
+                      {"split": ds.split})
+    assert len(list(parts_dir(path).glob("*.h5"))) == 2 and not path.exists()
