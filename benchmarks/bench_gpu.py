@@ -12,7 +12,9 @@ are, not on where they come from), random weights (timing does not depend on the
   (from a sample of windows, scaled to 2,000 an image), against SPP's trunk plus pooling;
 - pooling: windows per second of the RoI-SPP pooler on the device;
 - fine-tuning: iterations per second of the paper's head (fc 4,096, batch 128) on the device;
-- detection: images per second from conv5 maps on the device: pooling, fc7, 20 SVMs, NMS.
+- detection: images per second from conv5 maps on the device: pooling, fc7, 20 SVMs, NMS;
+- precision: what bfloat16 (and on a GPU float16) autocast changes in conv5 and in the pooled
+  vectors, and what it saves.
 
 Prints one markdown section. Runs in about a minute on a GPU, a few on 2 CPU cores.
 """
@@ -155,6 +157,32 @@ def pooling_and_detection(backbone, images, windows, device, n_classes=20):
     return pool_rate, len(images) / (time.perf_counter() - t0)
 
 
+def precision_rows(backbone, images, windows, device) -> list[tuple[str, float, float, float]]:
+    """For each lower precision the device offers: trunk s/image at 688, the relative L2 error of
+    conv5 maps and the mean cosine of pooled window vectors, both against float32."""
+    from spp_detect.core.roi_spp import RoiSppPooler
+    from spp_detect.features.extract import Extractor, ExtractSettings, pool_at_best_scales
+
+    pooler = RoiSppPooler()
+    reference = Extractor(backbone, ExtractSettings(scales=(688,)), str(device))
+    base = [reference.run(im, b) for im, b in zip(images, windows, strict=True)]
+    rows = []
+    for precision in ("bfloat16", "float16") if device.type == "cuda" else ("bfloat16",):
+        ex = Extractor(backbone, ExtractSettings(scales=(688,), precision=precision), str(device))
+        ex.run(images[0], windows[0])  # warm-up
+        sync(device)
+        t0 = time.perf_counter()
+        got = [ex.run(im, b) for im, b in zip(images, windows, strict=True)]
+        sync(device)
+        seconds = (time.perf_counter() - t0) / len(images)
+        err = np.mean([float((g["maps"][0] - r["maps"][0]).norm() / r["maps"][0].norm()) for g, r in zip(got, base, strict=True)])
+        cos = np.mean([float(torch.nn.functional.cosine_similarity(pool_at_best_scales(g, pooler),
+                                                                   pool_at_best_scales(r, pooler), dim=1).mean())
+                       for g, r in zip(got, base, strict=True)])
+        rows.append((precision, seconds, err, cos))
+    return rows
+
+
 def finetune_iterations_per_s(dim: int, device, steps: int) -> float:
     from spp_detect.training.head import SppHead
 
@@ -201,6 +229,7 @@ def main():
     extract_rate = extraction_images_per_s(ds, zf5, windows, device, workers)
     pool_rate, detect_rate = pooling_and_detection(zf5, images, windows, device)
     ft_rate = finetune_iterations_per_s(zf5.out_channels * 50, device, 50 if cuda else 5)
+    precisions = precision_rows(zf5, images[:2], windows[:2], device)
 
     print(f"## The device path: {name}\n")
     print(f"{len(images)} {'VOC2007 images (val_mini)' if ds is not None else 'generated 500x375 images'}, "
@@ -224,6 +253,12 @@ def main():
     print(f"| RoI-SPP pooling on the device | {pool_rate:,.0f} windows/s |")
     print(f"| fine-tuning, fc 4096, batch 128, 12,800-d input | {ft_rate:.1f} iterations/s |")
     print(f"| detection from conv5 maps (pooling, fc7, 20 SVMs, NMS) | {detect_rate:.2f} images/s |")
+    print()
+    print("| extract.precision (autocast), ZF-5 at 688 | trunk + projection s/image | conv5 relative L2 error "
+          "vs float32 | mean cosine of pooled windows vs float32 |")
+    print("|---|---|---|---|")
+    for precision, seconds, err, cos in precisions:
+        print(f"| {precision} | {seconds:.3f} | {err:.2e} | {cos:.6f} |")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,8 @@ class ExtractConfig:
     device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda
     workers: int = at_least(0, 0)  # processes decoding and resizing images ahead of the trunk (0 = the
     #   trunk's own process, best on a small CPU; on a GPU a few keep it busy); the features do not change
+    precision: str = one_of("float32", "bfloat16", "float16")  # the trunk's arithmetic: float32, or autocast
+    #   to bfloat16 / float16 (CUDA only); the cache stores float16 either way (benchmarks/REPORT.md measures the change)
     norm_sample_images: int = at_least(200, 1)  # images sampled to estimate the mean feature norm
     norm_sample_windows: int = at_least(200, 1)  # windows per sampled image
     norm_target: float = within(20.0, 0.0, math.inf, low_open=True)  # features are scaled to this mean L2 norm

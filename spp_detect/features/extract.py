@@ -63,6 +63,7 @@ class ExtractSettings:
     compression: str = "gzip"  # gzip (small, portable) | lzf (faster, h5py-only)
     warp_size: int = 224  # cache "warped" (R-CNN): the trunk's input size windows are warped to
     workers: int = 0  # processes decoding and resizing images ahead of the trunk (0 = this process)
+    precision: str = "float32"  # the trunk's arithmetic: float32 | bfloat16 | float16 (CUDA) autocast
 
     @property
     def geometry(self) -> WindowGeometry:
@@ -96,13 +97,28 @@ class Extractor:
         self.backbone = backbone.eval().to(self.device)
         self._cpu_backbone = None
 
+    def _autocast(self, device_type: str):
+        """The trunk's arithmetic (``precision``): float32, or bfloat16 / float16 autocast. The
+        cache keeps float16 either way; what the lower precisions change is measured in
+        benchmarks/REPORT.md (bench_extraction)."""
+        import contextlib
+
+        import torch
+
+        p = self.settings.precision
+        if p == "float32":
+            return contextlib.nullcontext()
+        if p == "float16" and device_type != "cuda":
+            raise SppError("extract.precision = float16 needs a CUDA device; use bfloat16 on a CPU")
+        return torch.autocast(device_type, dtype=getattr(torch, p))
+
     def _forward(self, image: np.ndarray):
         """conv5 of one resized image: (C, h, w) float32 on the CPU."""
         import torch
 
         x = self.backbone.preprocess(image).to(self.device)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast(self.device.type):
                 return self.backbone(x)[0].float().cpu()
         except torch.cuda.OutOfMemoryError:
             # a large scale can exceed GPU memory: finish this one on the CPU
@@ -112,7 +128,7 @@ class Extractor:
                 import copy
 
                 self._cpu_backbone = copy.deepcopy(self.backbone).cpu()
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast("cpu"):
                 return self._cpu_backbone(x.cpu())[0].float()
 
     def run(self, image: np.ndarray, boxes: np.ndarray, source=None) -> dict:

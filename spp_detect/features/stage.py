@@ -14,6 +14,7 @@ from pathlib import Path
 from ..artifacts.layout import features_path, proposals_path
 from ..config import PipelineConfig, config_hash
 from ..datasets.base import DetectionDataset
+from ..errors import ConfigError
 from ..runtime import barrier, resolve_device, start_world
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def extract_settings(cfg: PipelineConfig, images_per_part: int | None = None, sp
         scales=e.scales, max_size=e.max_size, target_size=e.target_size, projection=e.projection, cache=e.cache,
         flip=e.flip, levels=cfg.spp.levels, concat_order=cfg.spp.concat_order,
         norm_sample_images=e.norm_sample_images, norm_sample_windows=e.norm_sample_windows, seed=e.seed,
-        warp_size=e.warp_size, workers=e.workers, **extra,
+        warp_size=e.warp_size, workers=e.workers, precision=e.precision, **extra,
     )
 
 
@@ -83,6 +84,7 @@ def features_stamp(cfg: PipelineConfig, ds: DetectionDataset, proposals_hash: st
         "scales": list(e.scales), "max_size": e.max_size, "target_size": e.target_size, "projection": e.projection,
         "cache": e.cache, "flip": e.flip, "levels": list(cfg.spp.levels), "concat_order": cfg.spp.concat_order,
         **({"warp_size": e.warp_size} if e.cache == "warped" else {}),
+        **({"precision": e.precision} if e.precision != "float32" else {}),  # absent: float32, as before
     }
 
 
@@ -103,6 +105,9 @@ def run_extract(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite:
     stamp = features_stamp(cfg, ds, proposals_hash, backbone)
     out = features_path(run, ds.split)
     device = resolve_device(cfg.extract.device, "extract.device")
+    if cfg.extract.precision == "float16" and not device.startswith("cuda"):
+        raise ConfigError("extract.precision: float16 autocast needs a CUDA device (extract.device resolves to "
+                          f"{device!r}); use bfloat16 on a CPU")
     if device == "cuda" and world_size > 1:
         import torch
 

@@ -193,3 +193,46 @@ def test_a_writer_failure_reaches_the_caller_and_earlier_parts_stay(tmp_path, ti
         extract_split(ds, _proposals(ds), backbone, ExtractSettings(scales=(64,), images_per_part=1), path,
                       {"split": ds.split})
     assert len(list(parts_dir(path).glob("*.h5"))) == 2 and not path.exists()
+
+
+def test_bfloat16_autocast_stays_close_to_float32_and_float16_needs_cuda(tiny_voc, backbone):
+    from spp_detect.errors import SppError
+    from spp_detect.features.extract import Extractor
+
+    ds = open_dataset(str(tiny_voc), "trainval")
+    image, boxes = load_image(ds.records[0].path), _proposals(ds)[ds.records[0].image_id]
+    full = Extractor(backbone, ExtractSettings(scales=(96,))).run(image, boxes)
+    low = Extractor(backbone, ExtractSettings(scales=(96,), precision="bfloat16")).run(image, boxes)
+    err = float((low["maps"][0] - full["maps"][0]).norm() / full["maps"][0].norm())
+    assert 0 < err < 0.05  # bfloat16 keeps 8 bits of mantissa: about 1% error, not nothing
+    np.testing.assert_array_equal(low["rects"], full["rects"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SppError, match="float16 needs a CUDA device"):
+            Extractor(backbone, ExtractSettings(scales=(96,), precision="float16")).run(image, boxes)
+
+
+def test_precision_is_stamped_only_when_not_float32():
+    from spp_detect.config import load_config
+    from spp_detect.features.stage import features_stamp
+
+    class _Backbone:
+        name = "zf5"
+        input_convention = "caffe"
+
+        class trunk:  # noqa: N801 - a stand-in with what backbone_fingerprint reads
+            @staticmethod
+            def state_dict():
+                return {}
+
+    class _Ds:
+        name, split = "d", "train"
+
+        def fingerprint(self):
+            return "f"
+
+        def files_fingerprint(self):
+            return "g"
+
+    plain = features_stamp(load_config(None, []), _Ds(), "p", _Backbone())
+    low = features_stamp(load_config(None, ["extract.precision=bfloat16"]), _Ds(), "p", _Backbone())
+    assert "precision" not in plain and low["precision"] == "bfloat16"
