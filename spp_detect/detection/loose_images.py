@@ -75,7 +75,8 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
             log.warning("skipping %s: %s", path, exc)
             continue
         pooled = scaler.scale_pooled(pool_at_best_scales(result, pooler))
-        found = detect_image(scaler.from_pooled(pooled), pooled.numpy(), boxes, w, b, regressors, h, wd, params)
+        found = detect_image(None, pooled.numpy(), boxes, w, b, regressors, h, wd, params,
+                             scores=scaler.scores(pooled, w, b))
         rows = []
         for c, cboxes, scores in found:
             for box, score in zip(cboxes, scores, strict=True):

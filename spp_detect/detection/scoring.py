@@ -20,7 +20,7 @@ class DetectParams:
 
 
 def detect_image(
-    features: np.ndarray,
+    features: np.ndarray | None,
     pooled: np.ndarray,
     boxes: np.ndarray,
     svm_w: np.ndarray,
@@ -29,15 +29,18 @@ def detect_image(
     height: int,
     width: int,
     params: DetectParams,
+    scores: np.ndarray | None = None,
 ) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Score windows and keep the best per class.
 
-    ``features`` (N, D) for the SVMs, ``pooled`` (N, D') norm-scaled SPP vectors for the
+    ``features`` (N, D) for the SVMs (or their ``scores`` (N, K), computed elsewhere, e.g. on a
+    GPU: then ``features`` may be None), ``pooled`` (N, D') norm-scaled SPP vectors for the
     regressors, ``boxes`` (N, 4) internal convention. Per class: scores above the floor, NMS,
     at most ``max_per_class``, then box regression of the kept boxes, clipped to the image
     (scores unchanged). Returns ``[(class, boxes (K, 4) internal, scores (K,))]``.
     """
-    scores = features @ svm_w.T + svm_b  # (N, K)
+    if scores is None:
+        scores = features @ svm_w.T + svm_b  # (N, K)
     out = []
     for c in range(svm_w.shape[0]):
         sel = np.nonzero(scores[:, c] > params.score_floor)[0]

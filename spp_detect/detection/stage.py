@@ -74,10 +74,10 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
         _, first, inverse = np.unique(window_keys(win.rects[idx, best], best), return_index=True,
                                       return_inverse=True)
         pooled = provider.pooled(image_id, idx[first], windows=win)
-        feats = provider.from_pooled(pooled)[inverse]
+        all_scores = provider.scores(pooled, w, b)[inverse]  # on the provider's device
         pooled = pooled.cpu().numpy()[inverse]
-        for c, boxes, scores in detect_image(feats, pooled, win.boxes[idx], w, b, regressors,
-                                             record.height, record.width, params):
+        for c, boxes, scores in detect_image(None, pooled, win.boxes[idx], w, b, regressors,
+                                             record.height, record.width, params, scores=all_scores):
             collector.add(image_id, c, boxes, scores)
     dets = collector.finish()
     # all or nothing: comp4 files, the JSON and, last, the stamp that says they are current

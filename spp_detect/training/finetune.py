@@ -187,7 +187,9 @@ class BatchSampler:
 
     def __init__(self, cache: FeatureCache, samples: list[ImageSamples], batch_size: int, images_per_batch: int,
                  fg_fraction: float, flip: bool, random_scale: bool, norm_scale: float, seed: int,
-                 memory_bytes: int = 0, sample: WindowSample | None = None):
+                 memory_bytes: int = 0, sample: WindowSample | None = None, device: str = "cpu"):
+        """``device``: where windows pooled on every step are pooled (the maps go there); vectors
+        kept in RAM or in a sample are moved there by the caller."""
         if not samples:
             raise ValueError("no training windows: every image lacks foreground and background windows")
         self.cache, self.samples = cache, samples
@@ -198,6 +200,7 @@ class BatchSampler:
         self.memory_needed = WindowMemory.bytes_needed(cache, samples, random_scale, self.flip)
         self.memory = WindowMemory(cache) if 0 < self.memory_needed <= memory_bytes else None
         self.sample = sample if self.memory is None else None
+        self.device = device
 
     @staticmethod
     def fits(cache: FeatureCache, samples: list[ImageSamples], random_scale: bool, flip: bool,
@@ -226,9 +229,10 @@ class BatchSampler:
             scale = rng.integers(0, len(self.cache.scales), len(lab)) if self.random_scale else None
             if self.memory is None:
                 idx = np.concatenate([s.fg[fg_pick], s.bg[bg_pick]])
-                feats.append(self.cache.pool(s.image_id, idx, scale=scale, flip=flip))
+                feats.append(self.cache.pool(s.image_id, idx, scale=scale, flip=flip, device=self.device))
             else:
-                feats.append(self._from_memory(s, np.concatenate([fg_pick, len(s.fg) + bg_pick]), scale, flip))
+                feats.append(self._from_memory(s, np.concatenate([fg_pick, len(s.fg) + bg_pick]), scale, flip)
+                             .to(self.device))
             labels.append(torch.from_numpy(lab.astype(np.int64)))
         return torch.cat(feats) * self.norm_scale, torch.cat(labels)
 
@@ -336,7 +340,7 @@ def finetune(
     t_sample = time.perf_counter()
     sampler, sample = _training_sampler(
         train_cache, samples, out_path, sample_path, stamp, rank, rank_batch, rank_images, fg_fraction, flip,
-        random_scale, norm_scale, seed, memory_bytes, fg_per_image, bg_per_image)
+        random_scale, norm_scale, seed, memory_bytes, fg_per_image, bg_per_image, device)
     t_sample = time.perf_counter() - t_sample
     val_batches = _validation_batches(val, fg_iou, bg_iou_low, val_images, batch_size, images_per_batch,
                                       fg_fraction, norm_target, seed)
@@ -366,7 +370,7 @@ def finetune(
         t0 = time.perf_counter()
         x, y = sampler.draw()
         t1 = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device))
+        loss = nn.functional.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -413,7 +417,7 @@ def finetune(
 
 
 def _training_sampler(train_cache, samples, out_path, sample_path, stamp, rank, rank_batch, rank_images, fg_fraction,
-                      flip, random_scale, norm_scale, seed, memory_bytes, fg_per_image, bg_per_image):
+                      flip, random_scale, norm_scale, seed, memory_bytes, fg_per_image, bg_per_image, device="cpu"):
     """The batch sampler, and the :class:`WindowSample` it draws from when the training
     windows do not fit in ``memory_bytes`` (rank 0 builds it; the other ranks open it)."""
     sample = None
@@ -427,7 +431,7 @@ def _training_sampler(train_cache, samples, out_path, sample_path, stamp, rank, 
         if rank != 0:
             sample = WindowSample.open_or_build(*sample_args)
     sampler = BatchSampler(train_cache, samples, rank_batch, rank_images, fg_fraction, flip, random_scale,
-                           norm_scale, seed + 1000 * rank, memory_bytes=memory_bytes, sample=sample)
+                           norm_scale, seed + 1000 * rank, memory_bytes=memory_bytes, sample=sample, device=device)
     need = sampler.memory_needed >> 20
     if sampler.memory is not None:
         log.info("training windows pooled once and kept in RAM (%d MB of finetune.memory_mb)", need)

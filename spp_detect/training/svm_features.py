@@ -36,6 +36,23 @@ class FeatureScaler:
         """Raw SPP vectors (R, D) norm-scaled, as :meth:`from_pooled` and the regressors take them."""
         return raw * self.pool_scale
 
+    def scores(self, pooled: torch.Tensor, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """Every class's SVM score (float32 numpy, (R, K)) of norm-scaled SPP vectors, computed
+        where the provider runs (``device``): the features never leave it."""
+        if torch.device(self.device).type == "cpu":  # numpy's float32 product, as detect_image computes it
+            return self.from_pooled(pooled) @ np.asarray(weights, np.float32).T + np.asarray(bias, np.float32)
+        return self.device_scores(pooled, weights, bias)
+
+    def device_scores(self, pooled: torch.Tensor, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """:meth:`scores` as torch computes them on ``device`` (what a GPU runs)."""
+        with torch.no_grad():
+            x = pooled.to(self.device)
+            if self.kind == "fc7":
+                x = self.head.fc7_features(x) * self.fc7_scale
+            w = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+            b = torch.as_tensor(bias, dtype=x.dtype, device=x.device)
+            return (x @ w.T + b).cpu().numpy()
+
     def from_pooled(self, pooled: torch.Tensor) -> np.ndarray:
         """The features (float32 numpy, (R, dim)) of norm-scaled SPP vectors."""
         if self.kind == "pool":

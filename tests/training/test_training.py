@@ -342,3 +342,22 @@ def test_detect_writes_its_outputs_all_or_nothing(tiny_run, tmp_path, monkeypatc
     det.write_text("a file where the folder should be")
     with pytest.raises(ArtifactError, match="detections: cannot write here"):
         run_detect(cfg, mine, test)
+
+
+def test_scores_through_the_device_path_equal_the_features_times_the_svms(tiny_run):
+    from spp_detect.training.head import SppHead
+    from spp_detect.training.svm_features import FeatureScaler
+
+    torch.manual_seed(0)
+    head = SppHead(40, 16, 3, dropout=0.0).eval()
+    pooled = torch.rand(50, 40)
+    w, b = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32), np.float32([-1, 0.5, 0])
+    for device in ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]:
+        scaler = FeatureScaler("fc7", 1.0, head, {"fc7_norm_mean": 4.0}, target=20.0, device=device)
+        want = scaler.from_pooled(pooled) @ w.T + b
+        np.testing.assert_allclose(scaler.scores(pooled, w, b), want, rtol=1e-5, atol=1e-5)
+        # the torch path a GPU takes, run here on this device
+        np.testing.assert_allclose(scaler.device_scores(pooled, w, b), want, rtol=1e-5, atol=1e-5)
+    pool = FeatureScaler("pool", 2.0)
+    np.testing.assert_allclose(pool.scores(pooled, np.ones((1, 40), np.float32), np.zeros(1, np.float32)),
+                               pooled.sum(1, keepdim=True).numpy(), rtol=1e-5)
