@@ -321,22 +321,8 @@ def _extract_split(
     """
     out_path = Path(out_path)
     parts = PartsFolder(out_path)
-    if out_path.exists():
-        if not overwrite:
-            from ..artifacts.stamps import open_h5_checked
-
-            open_h5_checked(out_path, FEATURES_FORMAT, FEATURES_VERSION, stamp,
-                            remedy="pass --overwrite to extract again").close()
-            log.info("%s is complete and current; nothing to do", out_path)
-            return {"skipped": True}
-        if rank == 0:
-            out_path.unlink()
-    if rank == 0:
-        if overwrite:
-            parts.remove()
-        parts.prepare(remove_temporaries=True)  # before any rank writes: no one's temporaries lost
-    barrier()
-    parts.prepare(remove_temporaries=False)
+    if _up_to_date(out_path, parts, stamp, overwrite, rank):
+        return {"skipped": True}
 
     done = finished_parts(parts, stamp)
     mine = [r for i, r in enumerate(dataset.records) if i % world_size == rank]
@@ -345,36 +331,16 @@ def _extract_split(
         log.info("resuming: %d of %d images already extracted", len(mine) - len(todo), len(mine))
     check_disk(todo, backbone, settings, parts.folder)
 
-    import h5py
-
-    extractor = Extractor(backbone, settings, device)
     from ..core.roi_spp import RoiSppPooler
 
+    extractor = Extractor(backbone, settings, device)
     pooler = RoiSppPooler(settings.levels, settings.concat_order)
-    compression = _compression(settings.compression)
-    n_parts = len(parts.finished(f"r{rank}-*.h5"))
-    total_bytes, n_images, n_bad = 0, 0, 0
+    parts_out = _FeatureParts(parts, rank, stamp, _compression(settings.compression))
+    n_images, n_bad = 0, 0
     t0 = time.perf_counter()
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"extract {dataset.split}", unit="img")
 
-    def flush(batch: list[tuple[ImageRecord, list]]):
-        nonlocal n_parts, total_bytes
-        if not batch:
-            return
-        while (parts.folder / f"r{rank}-{n_parts:05d}.h5").exists():
-            n_parts += 1
-        with parts.write(f"r{rank}-{n_parts:05d}.h5") as tmp:
-            with h5py.File(tmp, "w") as h5:
-                write_stamp(h5, PART_FORMAT, FEATURES_VERSION, stamp)
-                for record, views in batch:
-                    g = h5.create_group(record.image_id)
-                    g.attrs["height"], g.attrs["width"] = record.height, record.width
-                    for k, (boxes, n_gt, result) in enumerate(views):
-                        sub = g if k == 0 else g.create_group("flip")
-                        total_bytes += _write_image(sub, boxes, n_gt, result, compression)
-        n_parts += 1
-
-    writer = _PartWriter(flush)
+    writer = _PartWriter(parts_out.write)
     batch: list = []
     try:
         for i, views, error in _load_ahead(todo, proposals, settings, extractor, workers=settings.workers):
@@ -423,12 +389,61 @@ def _extract_split(
         "skipped": False,
         "images": n_images,
         "seconds": seconds,
-        "bytes": total_bytes,
-        "bytes_per_image": total_bytes / max(1, n_images),
+        "bytes": parts_out.bytes,
+        "bytes_per_image": parts_out.bytes / max(1, n_images),
         "bad_images": n_bad,
     }
 
 
+
+
+def _up_to_date(out_path: Path, parts, stamp: dict, overwrite: bool, rank: int) -> bool:
+    """True when the cache at ``out_path`` is complete and current (else it is refused, naming
+    the key, unless ``overwrite``); otherwise the parts folder is made ready for every rank."""
+    if out_path.exists():
+        if not overwrite:
+            from ..artifacts.stamps import open_h5_checked
+
+            open_h5_checked(out_path, FEATURES_FORMAT, FEATURES_VERSION, stamp,
+                            remedy="pass --overwrite to extract again").close()
+            log.info("%s is complete and current; nothing to do", out_path)
+            return True
+        if rank == 0:
+            out_path.unlink()
+    if rank == 0:
+        if overwrite:
+            parts.remove()
+        parts.prepare(remove_temporaries=True)  # before any rank writes: no one's temporaries lost
+    barrier()
+    parts.prepare(remove_temporaries=False)
+    return False
+
+
+class _FeatureParts:
+    """Writes batches of extracted images as this rank's part files ``r<rank>-<n>.h5``."""
+
+    def __init__(self, parts, rank: int, stamp: dict, compression: dict):
+        self.parts, self.rank, self.stamp, self.compression = parts, rank, stamp, compression
+        self.n_parts = len(parts.finished(f"r{rank}-*.h5"))
+        self.bytes = 0
+
+    def write(self, batch: list) -> None:
+        import h5py
+
+        if not batch:
+            return
+        while (self.parts.folder / f"r{self.rank}-{self.n_parts:05d}.h5").exists():
+            self.n_parts += 1
+        with self.parts.write(f"r{self.rank}-{self.n_parts:05d}.h5") as tmp:
+            with h5py.File(tmp, "w") as h5:
+                write_stamp(h5, PART_FORMAT, FEATURES_VERSION, self.stamp)
+                for record, views in batch:
+                    g = h5.create_group(record.image_id)
+                    g.attrs["height"], g.attrs["width"] = record.height, record.width
+                    for k, (boxes, n_gt, result) in enumerate(views):
+                        sub = g if k == 0 else g.create_group("flip")
+                        self.bytes += _write_image(sub, boxes, n_gt, result, self.compression)
+        self.n_parts += 1
 
 
 class _LoadedImages:
