@@ -19,6 +19,19 @@ def _setup(config_path, overrides, run_dir, skip_bad=None, **section_values):
     return cfg, run
 
 
+def _trained(run_stage, cfg, run, train, overwrite):
+    """Run a training stage; None (said so) when its output is complete and current, else its
+    summary, with the config saved next to the output it wrote."""
+    from .common import save_run_config
+
+    summary = run_stage(cfg, run, train, overwrite=overwrite)
+    if summary.get("skipped"):
+        click.echo(f"{summary['path']} is complete and current; nothing to do")
+        return None
+    save_run_config(cfg, run)
+    return summary
+
+
 @click.command("finetune")
 @dataset_options()
 @val_split_option
@@ -69,15 +82,12 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features,
     """One linear SVM per class with hard-negative mining -> RUN/models/svm.h5."""
     from ..datasets.stage import open_split
     from ..training.stage import run_train_svm
-    from .common import save_run_config
 
     cfg, run = _setup(config_path, overrides, run_dir, skip_bad, svm={"features": features, "workers": workers})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
-    summary = run_train_svm(cfg, run, train, overwrite=overwrite)
-    if summary.get("skipped"):
-        click.echo(f"{summary['path']} is complete and current; nothing to do")
+    summary = _trained(run_train_svm, cfg, run, train, overwrite)
+    if summary is None:
         return
-    save_run_config(cfg, run)
     for name, last in zip(train.classes, summary["final"], strict=True):
         click.echo(f"{name:>14}: {last['positives']} positives, {last['kept_negatives']} hard negatives, "
                    f"objective {last['objective']:.4f}")
@@ -96,13 +106,10 @@ def train_bbox(dataset, split, data_root, image_dir, skip_bad, run_dir, min_iou,
     """Per-class ridge regressors from the SPP vector to box offsets -> RUN/models/bbox.h5."""
     from ..datasets.stage import open_split
     from ..training.stage import run_train_bbox
-    from .common import save_run_config
 
     cfg, run = _setup(config_path, overrides, run_dir, skip_bad, bbox={"min_iou": min_iou, "ridge_lambda": ridge_lambda})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
-    summary = run_train_bbox(cfg, run, train, overwrite=overwrite)
-    if summary.get("skipped"):
-        click.echo(f"{summary['path']} is complete and current; nothing to do")
+    summary = _trained(run_train_bbox, cfg, run, train, overwrite)
+    if summary is None:
         return
-    save_run_config(cfg, run)
     click.echo(f"training windows per class: {summary['windows_per_class']} -> {summary['path']}")
