@@ -62,7 +62,9 @@ class ExtractSettings:
     images_per_part: int = 16
     compression: str = "gzip"  # gzip (small, portable) | lzf (faster, h5py-only)
     warp_size: int = 224  # cache "warped" (R-CNN): the trunk's input size windows are warped to
-    workers: int = 0  # processes decoding and resizing images ahead of the trunk (0 = this process)
+    # processes decoding and resizing images ahead of the trunk (0 = this process). They are
+    # spawned: a script calling extract_split with workers > 0 needs `if __name__ == "__main__":`
+    workers: int = 0
     precision: str = "float32"  # the trunk's arithmetic: float32 | bfloat16 | float16 (CUDA) autocast
 
     @property
