@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..datasets.base import ImageRecord
 from .boxes import iou_matrix
 
 
@@ -23,10 +22,6 @@ class WindowLabels:
     gt_label: np.ndarray
 
 
-def usable_gt(record: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth boxes (internal convention) and labels that are not crowd (``ignore``)."""
-    keep = ~record.ignore
-    return record.boxes[keep], record.labels[keep]
 
 
 def label_windows(boxes: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray) -> WindowLabels:

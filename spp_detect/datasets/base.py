@@ -135,6 +135,12 @@ class DetectionDataset:
         return cached
 
 
+def usable_gt(record: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth boxes (internal convention) and labels that are not crowd (``ignore``)."""
+    keep = ~record.ignore
+    return record.boxes[keep], record.labels[keep]
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 RGB, shape (H, W, 3). Bad files raise :class:`DataError`."""
     import cv2

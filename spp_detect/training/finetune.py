@@ -31,8 +31,8 @@ from torch import nn
 
 from ..artifacts.files import atomic_path
 from ..artifacts.stamps import first_difference
-from ..core.matching import label_windows, usable_gt
-from ..datasets.base import DetectionDataset
+from ..core.matching import label_windows
+from ..datasets.base import DetectionDataset, usable_gt
 from ..errors import ConfigError
 from ..features.cache import FeatureCache, mean_window_norm
 from ..pretrain.train import BACKGROUND

@@ -86,7 +86,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
 
     from ..artifacts.files import atomic_path
     from ..artifacts.stamps import open_h5_checked, write_stamp
-    from ..core.matching import usable_gt
+    from ..datasets.base import usable_gt
     from ..progress import progress
     from .prefetch import prefetched
     from .svm import SvmImage, gather_positives, train_svms, window_keys
@@ -180,7 +180,8 @@ def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, o
     import numpy as np
 
     from ..artifacts.stamps import open_h5_checked
-    from ..core.matching import label_windows, usable_gt
+    from ..core.matching import label_windows
+    from ..datasets.base import usable_gt
     from ..progress import progress
     from .bbox import BoxRegressors, Reservoir, encode, fit_ridge
     from .svm_features import FeatureProvider
