@@ -231,10 +231,12 @@ def main():
     ft_rate = finetune_iterations_per_s(zf5.out_channels * 50, device, 50 if cuda else 5)
     precisions = precision_rows(zf5, images[:2], windows[:2], device)
 
+    load = os.getloadavg()[0]
     print(f"## The device path: {name}\n")
     print(f"{len(images)} {'VOC2007 images (val_mini)' if ds is not None else 'generated 500x375 images'}, "
           f"{WINDOWS} windows each, random weights. Targets on a GPU in brackets (the paper's 2014 GPU: ZF-5 "
-          "0.053 s at 1 scale, 0.293 s at 5).\n")
+          f"0.053 s at 1 scale, 0.293 s at 5). Load average when it started: {load:.1f} "
+          f"(on {os.cpu_count()} cores; above their number, other work shared them).\n")
     print("| trunk (conv5 of whole images) | s/image at 1 scale (688) | s/image at 5 scales |")
     print("|---|---|---|")
     for label, t1, t5 in rows:
