@@ -1,11 +1,9 @@
-"""Writing outputs safely: atomic files, refusing silent overwrites, stamped HDF5 artifacts.
+"""Writing outputs safely: atomic files, all-or-nothing groups of files, no silent overwrites.
 
 The rule every stage follows: a file that a later stage trusts appears only when it is
-complete. Partial work goes to a temporary name (or to chunk files that are each renamed into
-place when done) and is renamed at the end, so Ctrl-C or ``kill -9`` never leaves a file that
-reads as complete. Every HDF5 artifact carries ``format``, ``format_version`` and a ``stamp``
-(a JSON dict of the config and input hashes that made it); readers check all three and name
-the file and the key that differs.
+complete. Partial work goes to a temporary name (or to parts, :mod:`.parts`) and is renamed at
+the end, so Ctrl-C or ``kill -9`` never leaves a file that reads as complete. What an artifact
+was made from is its stamp (:mod:`.stamps`).
 """
 
 from __future__ import annotations
@@ -39,8 +37,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-
-
 def atomic_write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -70,20 +66,6 @@ def check_overwrite(path: str | Path, overwrite: bool) -> None:
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-
-
-# ---------------------------------------------------------------------------------------------
-# HDF5 stamps
-
-
-
-
-
-
-
-
-
-
 
 
 def check_writable(folder: str | Path) -> None:

@@ -33,9 +33,6 @@ class PartsFolder:
     def __init__(self, output: str | Path):
         self.folder = parts_dir(output)
 
-    def exists(self) -> bool:
-        return self.folder.is_dir()
-
     def prepare(self, remove_temporaries: bool = True) -> None:
         """Create the folder; drop temporaries of a writer killed mid-write (never complete).
 

@@ -49,7 +49,7 @@ def check_stamp(path: str | Path, h5, kind: str, version: int, expect: dict | No
 
 
 def describe_difference(key: str, found, wanted) -> str:
-    """One line for a :func:`stamp_differences` entry, as every refusal words it."""
+    """One line for a :func:`stamp_differences` entry (``made with k=v, but this run has k=w``)."""
     if found is None:
         return f"stamp has no '{key}'"
     return f"made with {key}={found!r}, but this run has {key}={wanted!r}"

@@ -22,8 +22,6 @@ class WindowLabels:
     gt_label: np.ndarray
 
 
-
-
 def label_windows(boxes: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray) -> WindowLabels:
     """Match windows (N, 4) to ground truth (M, 4), both internal convention."""
     n = len(boxes)

@@ -10,7 +10,6 @@ from ..config import PipelineConfig
 log = logging.getLogger(__name__)
 
 
-
 def ensure_synth(cfg: PipelineConfig) -> bool:
     """Write the built-in synthetic dataset if the pipeline uses it and a split it reads is missing.
 

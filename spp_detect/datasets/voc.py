@@ -19,7 +19,6 @@ from .base import IMAGE_EXTENSIONS, VOC_CLASSES, DetectionDataset, ImageRecord, 
 log = logging.getLogger(__name__)
 
 
-
 def read_class_list(root: Path) -> tuple[str, ...]:
     """Classes of a VOC-style folder: ``classes.txt`` (one per line) if present, else VOC's 20."""
     path = root / "classes.txt"

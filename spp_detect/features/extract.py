@@ -397,8 +397,6 @@ def _extract_split(
     }
 
 
-
-
 def _up_to_date(out_path: Path, parts, stamp: dict, overwrite: bool, rank: int) -> bool:
     """True when the cache at ``out_path`` is complete and current (else it is refused, naming
     the key, unless ``overwrite``); otherwise the parts folder is made ready for every rank."""
@@ -606,8 +604,6 @@ def finalize_index(out_path: Path, image_ids: list[str], stamp: dict, meta: dict
     return {"pool_norm_mean": norm, "images": len(present)}
 
 
-
-
 def cache_meta(backbone, settings: ExtractSettings) -> dict:
     return {
         # a warped (R-CNN) cache has one "scale": every window at the trunk's input size
@@ -623,5 +619,3 @@ def cache_meta(backbone, settings: ExtractSettings) -> dict:
         "target_size": settings.target_size,
         "max_size": settings.max_size,
     }
-
-

@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 NORM_TARGET_DEFAULT = 20.0
 
 
-
 def weights_source(cfg: PipelineConfig, run: Path) -> str:
     """``pretrained`` means the backbone this run's ``pretrain`` stage wrote."""
     return str(run) if cfg.backbone.weights == "pretrained" else cfg.backbone.weights

@@ -357,8 +357,6 @@ def build_classifier(backbone, num_classes: int, levels, concat_order: str, fc_d
 # training
 
 
-
-
 def _loader(dataset, images_per_batch: int, shuffle: bool, workers: int, seed: int, collate=collate_crops):
     import torch
 
@@ -572,7 +570,6 @@ def pretrain(
     return metrics
 
 
-
 def _optimizer(model, name: str, lr: float, momentum: float, weight_decay: float):
     """SGD or AdamW, with weight decay on weights only: decaying biases only fights the ReLUs'
     operating points."""
@@ -669,13 +666,3 @@ def _check_arguments(backbone, sizes, eval_sizes, epochs, batch_size, crops_per_
 
 # ---------------------------------------------------------------------------------------------
 # from the config (what the command and 'spp-detect run' call)
-
-
-
-
-
-
-
-
-
-

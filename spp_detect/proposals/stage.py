@@ -244,10 +244,6 @@ def _propose_split(
     return summary
 
 
-
-
-
-
 def finish_from_parts(dataset, out_path: Path, partial: PartialRun) -> Path:
     """Write the final file from complete partial work (dataset order), then drop the parts."""
     ids, boxes, seconds, fallback, skipped = [], [], [], [], []

@@ -48,16 +48,10 @@ VERSION = 1
 BOX_CHUNK_ROWS = 8192  # 128 KiB chunks: one image's <= 2000 boxes touch one or two chunks
 
 
-
-
-
-
 def dataset_stamp(dataset) -> dict:
     """The stamp keys that tie a proposals file to one dataset split."""
     return {"dataset": dataset.name, "split": dataset.split, "fingerprint": dataset.fingerprint(),
             "image_files": dataset.files_fingerprint()}
-
-
 
 
 def _remedy(stamp: dict) -> str:

@@ -415,7 +415,6 @@ def finetune(
             "initialised": copied, "timing": meta["timing"]}
 
 
-
 def _training_sampler(train_cache, samples, out_path, sample_path, stamp, rank, rank_batch, rank_images, fg_fraction,
                       flip, random_scale, norm_scale, seed, memory_bytes, fg_per_image, bg_per_image, device="cpu"):
     """The batch sampler, and the :class:`WindowSample` it draws from when the training
@@ -543,5 +542,3 @@ def init_from_pretrained(head: SppHead, pretrained: dict | None, classes, levels
             head.cls.bias.copy_(state["fc8.bias"][order])
             return "fc6, fc7, classifier"
     return "fc6, fc7"
-
-

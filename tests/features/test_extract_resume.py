@@ -20,8 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 N_IMAGES = 10
 
 
-
-
 def _finished_parts(parts: Path) -> list[Path]:
     return sorted(parts.glob("r0-*.h5"))  # temporary parts are hidden (".r0-....tmp-...")
 
