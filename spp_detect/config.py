@@ -112,8 +112,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ProposeConfig:
-    method: str = one_of("opencv")  # opencv: OpenCV's selective search run as the recipes below (spp_detect/proposals/)
-    mode: str = one_of("fast", "lite", "fast", "quality")  # selective search recipe: fast (the paper's mode) | quality | lite (4 passes, CPU demo)
+    method: str = one_of("opencv", "uijlings")  # opencv: OpenCV's selective search run as tuned recipes
+    #   (spp_detect/proposals/selective_search.py) | uijlings: the paper's selective search (proposals/uijlings.py)
+    mode: str = one_of("fast", "lite", "fast", "quality")  # fast (the paper's mode) | quality | lite: opencv: 4 coarse
+    #   passes (CPU demo); uijlings: the paper's single strategy (HSV, k = 100, colour+texture+size+fill)
     max_proposals: int = at_least(2000, 1)  # kept per image, in rank order
     min_size: int = at_least(20, 1)  # boxes narrower or shorter than this many pixels are dropped
     workers: int = at_least(0, 0)  # worker processes; 0 = all cores

@@ -10,10 +10,16 @@ proposals file, resuming and recall work unchanged.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+
+MAX_SEARCH_PIXELS = 40_000_000  # past this a working image exhausts memory in OpenCV's segmentation
+# a 160 x 60,000 strip made OpenCV's selective search ask for 7 GB (regions of a thin image have
+# hardly any neighbours to merge with); real photographs stay far below this
+MAX_ASPECT = 25
 
 
 class Proposer(Protocol):
@@ -30,6 +36,30 @@ class Proposer(Protocol):
         """Every setting that changes the boxes, JSON-able (the proposals file's stamp)."""
 
 
+def image_seed(image_id: str, seed: int, pass_index: int) -> int:
+    """A 32-bit seed that depends only on the image, the run seed and the pass."""
+    return zlib.crc32(f"{image_id}|{seed}|{pass_index}".encode()) & 0xFFFFFFFF
+
+
+def check_searchable(image_rgb: np.ndarray, resize_to: int, source) -> None:
+    """Refuse an image no segmentation-based search can take: not (H, W, 3) (ValueError), or
+    longer than :data:`MAX_ASPECT` times its width (or the reverse), or one that ``resize_to``
+    (a working shorter side, 0 = none) would blow up past :data:`MAX_SEARCH_PIXELS`
+    (:class:`DataError` naming ``source``)."""
+    from ..errors import DataError
+
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image_rgb.shape}")
+    height, width = image_rgb.shape[:2]
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise DataError(source, f"aspect ratio over {MAX_ASPECT}:1: selective search's "
+                        "segmentation of such a strip exhausts memory", "size", f"{width}x{height}")
+    if resize_to and height * width * (resize_to / min(height, width)) ** 2 > MAX_SEARCH_PIXELS:
+        raise DataError(source, f"with its shorter side resized to propose.resize_to = "
+                        f"{resize_to} it would hold over {MAX_SEARCH_PIXELS // 10**6} million pixels "
+                        "(an extreme aspect ratio)", "size", f"{width}x{height}")
+
+
 def _opencv(p, seed: int):
     from .selective_search import SearchParams
 
@@ -37,8 +67,15 @@ def _opencv(p, seed: int):
                         near_duplicate_iou=p.near_duplicate_iou, seed=seed)
 
 
+def _uijlings(p, seed: int):
+    from .uijlings import UijlingsSearch
+
+    return UijlingsSearch(mode=p.mode, max_proposals=p.max_proposals, min_size=p.min_size, resize_to=p.resize_to,
+                          near_duplicate_iou=p.near_duplicate_iou, seed=seed)
+
+
 # propose.method -> the method built from the [propose] section and the pipeline's seed
-METHODS: dict[str, Callable[..., Proposer]] = {"opencv": _opencv}
+METHODS: dict[str, Callable[..., Proposer]] = {"opencv": _opencv, "uijlings": _uijlings}
 
 
 def proposer_from_config(p, seed: int = 0) -> Proposer:

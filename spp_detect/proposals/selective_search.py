@@ -46,7 +46,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -54,6 +53,7 @@ import numpy as np
 from ..core.boxes import clip_boxes
 from ..errors import ConfigError
 from .filtering import finalize, interleave_ranked, rects_to_boxes, snap_to_pixels
+from .proposer import check_searchable, image_seed
 
 # strategy letters -> OpenCV factory names; a pass strategy such as "fts" combines several
 # with equal weights (OpenCV's SelectiveSearchSegmentationStrategyMultiple)
@@ -200,11 +200,6 @@ def _libc():
         return None
 
 
-def image_seed(image_id: str, seed: int, pass_index: int) -> int:
-    """A 32-bit seed that depends only on the image, the run seed and the pass."""
-    return zlib.crc32(f"{image_id}|{seed}|{pass_index}".encode()) & 0xFFFFFFFF
-
-
 def _convert_color(bgr: np.ndarray, color: str) -> np.ndarray:
     import cv2
 
@@ -246,12 +241,6 @@ def _resize(bgr: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
     return cv2.resize(bgr, (nw, nh), interpolation=interp), nw / w, nh / h
 
 
-MAX_SEARCH_PIXELS = 40_000_000  # past this a working image exhausts memory in OpenCV's segmentation
-# a 160 x 60,000 strip made OpenCV's selective search ask for 7 GB (regions of a thin image have
-# hardly any neighbours to merge with); real photographs stay far below this
-MAX_ASPECT = 25
-
-
 def run_pass(bgr: np.ndarray, p: Pass, seed: int) -> np.ndarray:
     """One pass on a BGR uint8 image: its boxes in paper rank order, in ``bgr``'s frame."""
     import cv2
@@ -281,25 +270,14 @@ def selective_search(image_rgb: np.ndarray, params: SearchParams, image_id: str 
 
     ``boxes``: float32 (N, 4), internal convention in the original image's frame, rank order,
     at most ``params.max_proposals``, clipped, none under ``params.min_size``. ``fallback`` is
-    True when nothing survived and the whole image is the single box. An image longer than
-    :data:`MAX_ASPECT` times its width (or the reverse), or one that ``params.resize_to`` would
-    blow up past :data:`MAX_SEARCH_PIXELS`, is a :class:`DataError` naming ``source`` (its file;
-    else ``image_id``).
+    True when nothing survived and the whole image is the single box. Images
+    :func:`~.proposer.check_searchable` refuses raise its errors (naming ``source``, else
+    ``image_id``).
     """
     import cv2
 
-    from ..errors import DataError
-
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
-        raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image_rgb.shape}")
+    check_searchable(image_rgb, params.resize_to, source or image_id or None)
     height, width = image_rgb.shape[:2]
-    if max(height, width) > MAX_ASPECT * min(height, width):
-        raise DataError(source or image_id or None, f"aspect ratio over {MAX_ASPECT}:1: selective search's "
-                        "segmentation of such a strip exhausts memory", "size", f"{width}x{height}")
-    if params.resize_to and height * width * (params.resize_to / min(height, width)) ** 2 > MAX_SEARCH_PIXELS:
-        raise DataError(source or image_id or None, f"with its shorter side resized to propose.resize_to = "
-                        f"{params.resize_to} it would hold over {MAX_SEARCH_PIXELS // 10**6} million pixels "
-                        "(an extreme aspect ratio)", "size", f"{width}x{height}")
     bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     work, wx, wy = _resize(bgr, params.resize_to / min(height, width)) if params.resize_to else (bgr, 1.0, 1.0)
     ranked = []

@@ -52,7 +52,7 @@ def test_the_config_picks_the_method():
     cfg = load_config(None, ["propose.mode=lite", "propose.max_proposals=300"])
     proposer = proposer_from_config(cfg.propose, seed=3)
     assert isinstance(proposer, SearchParams) and proposer.mode == "lite" and proposer.seed == 3
-    assert set(METHODS) == {"opencv"}
+    assert set(METHODS) == {"opencv", "uijlings"}
     with pytest.raises(ConfigError, match="propose.method"):
         load_config(None, ["propose.method=edgeboxes"])
 
