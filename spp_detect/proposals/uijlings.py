@@ -32,7 +32,14 @@ from ..errors import ConfigError
 from .filtering import finalize, snap_to_pixels
 from .grouping import Hierarchy, group
 from .proposer import check_searchable, image_seed
-from .regions import COLOR_SPACES, color_bins, initial_regions, segment, texture_bins, to_color_space
+from .regions import (
+    COLOR_SPACES,
+    color_bins,
+    initial_regions,
+    segment,
+    texture_bins,
+    to_color_space,
+)
 from .similarity import check_strategy
 
 
