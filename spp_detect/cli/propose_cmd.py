@@ -15,10 +15,12 @@ from .options import dataset_options, overwrite_option, run_option, with_config
 
 @click.command("propose")
 @dataset_options()
+@click.option("--method", type=click.Choice(["opencv", "uijlings"]), default=None,
+              help="opencv: OpenCV's selective search run as tuned recipes; uijlings: the paper's selective "
+              "search (Uijlings et al.). Default: the pipeline's propose.method.")
 @click.option("--mode", type=click.Choice(["lite", "fast", "quality"]), default=None,
-              help="Selective search recipe: fast (the paper's mode, tuned), quality (more passes, slower) or lite "
-              "(its first 4 passes, for small images). "
-              "Default: the pipeline's propose.mode.")
+              help="fast (the paper's mode), quality (slower, more boxes) or lite (opencv: the recipe's first 4 "
+              "passes; uijlings: one strategy). Default: the pipeline's propose.mode.")
 @click.option("--max-proposals", type=click.IntRange(min=1), default=None,
               help="Boxes kept per image, best-ranked first (default 2000).")
 @click.option("--min-size", type=click.IntRange(min=1), default=None,
@@ -38,7 +40,7 @@ from .options import dataset_options, overwrite_option, run_option, with_config
 @run_option
 @with_config
 @overwrite_option
-def propose(dataset, split, data_root, image_dir, skip_bad, mode, max_proposals, min_size, resize_to, workers,
+def propose(dataset, split, data_root, image_dir, skip_bad, method, mode, max_proposals, min_size, resize_to, workers,
             import_file, part_size, delay_per_image, run_dir, config_path, overrides, overwrite):
     """Compute region proposals for one split of a dataset.
 
@@ -62,7 +64,7 @@ def propose(dataset, split, data_root, image_dir, skip_bad, mode, max_proposals,
         cfg,
         data=with_values(cfg.data, dataset=dataset, data_root=None if data_root is None else str(data_root),
                          image_dir=None if image_dir is None else str(image_dir), skip_bad=skip_bad),
-        propose=with_values(cfg.propose, mode=mode, max_proposals=max_proposals, min_size=min_size,
+        propose=with_values(cfg.propose, method=method, mode=mode, max_proposals=max_proposals, min_size=min_size,
                             resize_to=resize_to, workers=workers),
     )
     ds = open_split(cfg, split=split)

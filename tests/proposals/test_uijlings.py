@@ -365,7 +365,7 @@ def test_propose_command_runs_the_method_with_one_or_two_workers(tmp_path, tiny_
     for workers in ("1", "2"):
         run = tmp_path / f"w{workers}"
         res = CliRunner().invoke(cli, ["propose", "--dataset", str(tiny_voc), "--split", "trainval", "--run", str(run),
-                                       "--workers", workers, "--set", 'propose.method="uijlings"'])
+                                       "--workers", workers, "--method", "uijlings", "--mode", "fast"])
         assert res.exit_code == 0, res.output
         runs.append(run)
     ds = open_dataset(str(tiny_voc), "trainval")
