@@ -149,10 +149,14 @@ class Regions:
 def _histograms(labels: np.ndarray, bins: np.ndarray, n_bins: int, n: int) -> np.ndarray:
     """(n, layers * n_bins) counts of ``bins`` (layers, H, W) per label, layers side by side."""
     layers = bins.shape[0]
-    flat = labels.ravel().astype(np.int64) * (layers * n_bins)
-    offsets = (np.arange(layers, dtype=np.int64) * n_bins)[:, None]
-    index = flat[None, :] + offsets + bins.reshape(layers, -1)
-    return np.bincount(index.ravel(), minlength=n * layers * n_bins).reshape(n, layers * n_bins)
+    width = layers * n_bins
+    # int32 indices where they fit: this array is the largest the search makes (layers x pixels)
+    dtype = np.int32 if n * width < 2**31 else np.int64
+    flat = labels.ravel().astype(dtype) * dtype(width)
+    offsets = (np.arange(layers, dtype=dtype) * dtype(n_bins))[:, None]
+    index = flat[None, :] + offsets
+    index += bins.reshape(layers, -1)
+    return np.bincount(index.ravel(), minlength=n * width).reshape(n, width)
 
 
 def region_boxes(labels: np.ndarray, n: int) -> np.ndarray:
