@@ -234,6 +234,8 @@ class SvmConfig:
     C: float = within(0.001, 0.0, math.inf, low_open=True)
     positive_weight: float = within(2.0, 0.0, math.inf, low_open=True)
     bias_feature: float = at_least(10.0, 0.0)
+    tol: float = within(0.1, 0.0, math.inf, low_open=True)  # liblinear's stopping tolerance (largest violation of
+    #   the dual's optimality conditions); 0.1 is liblinear's default for this solver, as R-CNN ran it
     negative_iou: float = within(0.3, 0.0, 1.0, low_open=True)  # negatives: IoU < this with every ground-truth box of the class
     hard_threshold: float = -1.0001  # after the first image, negatives scoring above are added
     evict_threshold: float = -1.2  # after each retrain, cached negatives scoring below are dropped

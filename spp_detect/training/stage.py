@@ -139,7 +139,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
         pos, prefetched(images()), provider.dim, C=s.C, positive_weight=s.positive_weight,
         bias_feature=s.bias_feature, negative_iou=s.negative_iou, hard_threshold=s.hard_threshold,
         evict_threshold=s.evict_threshold, retrain_every=s.retrain_every, max_negatives=s.max_negatives,
-        fit_memory_bytes=s.memory_mb << 20, workers=workers, seed=s.seed,
+        fit_memory_bytes=s.memory_mb << 20, workers=workers, seed=s.seed, tol=s.tol,
     )
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:

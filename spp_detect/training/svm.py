@@ -70,10 +70,12 @@ class SvmImage:
     gt_labels: np.ndarray
 
 
-def _fit(x, y: np.ndarray, c: float, positive_weight: float, bias_feature: float, seed: int):
+def _fit(x, y: np.ndarray, c: float, positive_weight: float, bias_feature: float, seed: int, tol: float = 0.1):
     """Train one linear SVM on rows ``x`` (dense array or scipy CSR) with labels ``y`` (+1 / -1).
 
-    Returns ``(w (D,) float32, b, objective, converged)``.
+    ``tol``: liblinear's stopping tolerance (the dual's largest violation of its optimality
+    conditions); 0.1 is liblinear's default for this solver, which R-CNN ran. Returns
+    ``(w (D,) float32, b, objective, converged)``.
     """
     import warnings
 
@@ -88,7 +90,7 @@ def _fit(x, y: np.ndarray, c: float, positive_weight: float, bias_feature: float
         x = np.asarray(x, np.float64)
     svm = LinearSVC(
         C=c, loss="hinge", dual=True, class_weight={1: positive_weight, -1: 1.0},
-        fit_intercept=True, intercept_scaling=bias_feature, max_iter=MAX_ITER, tol=1e-4, random_state=seed,
+        fit_intercept=True, intercept_scaling=bias_feature, max_iter=MAX_ITER, tol=tol, random_state=seed,
     )
     # liblinear's own warning would come from a worker process with no class or retrain named;
     # the caller logs one that does (and records it in the SVM's retrain log)
@@ -106,13 +108,14 @@ def _fit(x, y: np.ndarray, c: float, positive_weight: float, bias_feature: float
     return w.astype(np.float32), b, objective, converged
 
 
-def _fit_task(pos: CompactRows, neg: CompactRows, c: float, positive_weight: float, bias_feature: float, seed: int):
+def _fit_task(pos: CompactRows, neg: CompactRows, c: float, positive_weight: float, bias_feature: float, seed: int,
+              tol: float = 0.1):
     """A fit as a worker runs it: positives first, then negatives (R-CNN's order), as CSR."""
     import scipy.sparse as sp
 
     x = sp.vstack([pos.to_csr(), neg.to_csr()], format="csr")
     y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
-    return _fit(x, y, c, positive_weight, bias_feature, seed)
+    return _fit(x, y, c, positive_weight, bias_feature, seed, tol)
 
 
 def fit_bytes(pos: CompactRows, neg: CompactRows) -> int:
@@ -175,6 +178,7 @@ class HardNegativeTrainer:
         fit_memory_bytes: int = 4 << 30,
         workers: int = 1,
         seed: int = 0,
+        tol: float = 0.1,
     ):
         self.dim = dim
         self.states = [ClassState(label=c, w=np.zeros(dim, np.float32)) for c in range(len(positives))]
@@ -188,7 +192,7 @@ class HardNegativeTrainer:
         self.C, self.positive_weight, self.bias_feature = C, positive_weight, bias_feature
         self.negative_iou, self.hard_threshold, self.evict_threshold = negative_iou, hard_threshold, evict_threshold
         self.retrain_every, self.max_negatives = retrain_every, max_negatives
-        self.fit_memory_bytes, self.workers, self.seed = fit_memory_bytes, max(1, workers), seed
+        self.fit_memory_bytes, self.workers, self.seed, self.tol = fit_memory_bytes, max(1, workers), seed, tol
         self.store = SparseRows(dim)
         self._where: dict[tuple[int, int], int] = {}  # (image ordinal, window key) -> store id
         self._key_of: dict[int, tuple[int, int]] = {}  # store id -> (image ordinal, window key)
@@ -336,7 +340,7 @@ class HardNegativeTrainer:
                 self._apply(st, fut.result(), n_neg)
 
     def _solver_args(self) -> tuple:
-        return self.C, self.positive_weight, self.bias_feature, self.seed
+        return self.C, self.positive_weight, self.bias_feature, self.seed, self.tol
 
     def collapsed(self, st: ClassState, objective: float) -> bool:
         """Whether a fit is (all but) the trivial solution w = 0, b = -1.
