@@ -75,7 +75,8 @@ def _fit(x, y: np.ndarray, c: float, positive_weight: float, bias_feature: float
 
     ``tol``: liblinear's stopping tolerance (the dual's largest violation of its optimality
     conditions); 0.1 is liblinear's default for this solver, which R-CNN ran. Returns
-    ``(w (D,) float32, b, objective, converged)``.
+    ``(w (D,) float32, b, objective, converged, scores)``: ``scores`` float64 (n,) are
+    ``x @ w + b`` of every row with the float32 ``w`` returned, as the miner would score them.
     """
     import warnings
 
@@ -85,7 +86,8 @@ def _fit(x, y: np.ndarray, c: float, positive_weight: float, bias_feature: float
     n_pos, n_neg = int((y > 0).sum()), int((y < 0).sum())
     if n_pos == 0 or n_neg == 0:
         # nothing to separate: score everything as the class that exists (or nothing)
-        return np.zeros(x.shape[1], np.float32), (1.0 if n_neg == 0 else -1.0), 0.0, True
+        b = 1.0 if n_neg == 0 else -1.0
+        return np.zeros(x.shape[1], np.float32), b, 0.0, True, np.full(x.shape[0], b)
     if not hasattr(x, "tocsr"):
         x = np.asarray(x, np.float64)
     svm = LinearSVC(
@@ -105,17 +107,20 @@ def _fit(x, y: np.ndarray, c: float, positive_weight: float, bias_feature: float
     weights = np.where(y > 0, positive_weight, 1.0)
     hinge = np.maximum(0.0, 1.0 - margins)
     objective = 0.5 * (w @ w + (b / bias_feature) ** 2) + c * float((weights * hinge).sum())
-    return w.astype(np.float32), b, objective, converged
+    w32 = w.astype(np.float32)
+    scores = np.asarray(x @ w32.astype(np.float64)).ravel() + b
+    return w32, b, objective, converged, scores
 
 
 def _fit_task(pos: CompactRows, neg: CompactRows, c: float, positive_weight: float, bias_feature: float, seed: int,
               tol: float = 0.1):
-    """A fit as a worker runs it: positives first, then negatives (R-CNN's order), as CSR."""
-    import scipy.sparse as sp
-
-    x = sp.vstack([pos.to_csr(), neg.to_csr()], format="csr")
+    """A fit as a worker runs it: positives first, then negatives (R-CNN's order), as one CSR
+    matrix. Returns :func:`_fit`'s result with the scores of the negatives only (the miner
+    evicts by them without gathering the rows again)."""
+    x = CompactRows.concat([pos, neg], pos.dim).to_csr()
     y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
-    return _fit(x, y, c, positive_weight, bias_feature, seed, tol)
+    w, b, objective, converged, scores = _fit(x, y, c, positive_weight, bias_feature, seed, tol)
+    return w, b, objective, converged, scores[len(pos):]
 
 
 def fit_bytes(pos: CompactRows, neg: CompactRows) -> int:
@@ -363,7 +368,7 @@ class HardNegativeTrainer:
         each would make it retrain after every image) and its cache is dropped. A warning says so
         (a larger ``svm.C`` may separate such a class).
         """
-        w, b, objective, converged = result
+        w, b, objective, converged, neg_scores = result
         collapsed = bool(self.collapsed(st, objective)) and st.retrains > 0
         if collapsed:
             log.warning("class %d retrain %d: the fit collapsed to the trivial solution (objective %.4f, every "
@@ -377,7 +382,8 @@ class HardNegativeTrainer:
         w, b = st.w, st.b
         st.retrains += 1
         if len(st.neg_ids):
-            s = self.store.scores(st.neg_ids, w, b)
+            # the fit scored its negatives (the cache as it was submitted: nothing runs in between)
+            s = self.store.scores(st.neg_ids, w, b) if collapsed else neg_scores
             keep = s >= self.evict_threshold  # easy negatives no longer shape the margin
             if keep.sum() > self.max_negatives:
                 keep[np.argsort(-np.where(keep, s, -np.inf), kind="stable")[self.max_negatives:]] = False

@@ -107,9 +107,12 @@ def test_fit_objective_and_bias_feature():
     pos = rng.normal(2, 1, (30, 4)).astype(np.float32)
     neg = rng.normal(-2, 1, (60, 4)).astype(np.float32)
     y = np.concatenate([np.ones(30), -np.ones(60)])
-    w, b, obj, converged = _fit(np.concatenate([pos, neg]), y, 1.0, 2.0, 10.0, 0)
+    x = np.concatenate([pos, neg])
+    w, b, obj, converged, scores = _fit(x, y, 1.0, 2.0, 10.0, 0)
     acc = ((pos @ w + b) > 0).mean() * 0.5 + ((neg @ w + b) < 0).mean() * 0.5
     assert acc > 0.95 and obj > 0 and converged
+    # the scores it returns are the float32 model's, as the miner computes them
+    np.testing.assert_allclose(scores, x.astype(np.float64) @ w.astype(np.float64) + b, rtol=1e-12)
 
 
 def test_sparse_and_dense_inputs_give_the_same_model():
@@ -164,7 +167,7 @@ def _reference_mining(positives, images, C, retrain_every, max_negatives, hard=-
         neg = np.array(list(caches[c].values())).reshape(-1, w.shape[1])
         x = np.concatenate([positives[c], neg])
         y = np.concatenate([np.ones(len(positives[c])), -np.ones(len(neg))])
-        w[c], b[c], _, _ = _fit(x, y, C, 2.0, 10.0, 0)
+        w[c], b[c], *_ = _fit(x, y, C, 2.0, 10.0, 0)
         scores = {key: float(row.astype(np.float64) @ w[c].astype(np.float64) + b[c]) for key, row in caches[c].items()}
         kept = [key for key in caches[c] if scores[key] >= evict]
         if len(kept) > max_negatives:
@@ -349,8 +352,8 @@ def test_stopping_tolerance_reaches_liblinear():
     x = np.abs(rng.normal(size=(400, 30))) * (rng.random((400, 30)) < 0.4)
     y = np.where(x[:, :5].sum(axis=1) + rng.normal(scale=0.5, size=400) > 1.5, 1.0, -1.0)
     x *= 20.0 / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-9)
-    w_loose, b_loose, obj_loose, _ = _fit(x, y, 0.001, 2.0, 10.0, 0, tol=0.1)
-    w_tight, b_tight, obj_tight, _ = _fit(x, y, 0.001, 2.0, 10.0, 0, tol=1e-6)
+    w_loose, b_loose, obj_loose, *_ = _fit(x, y, 0.001, 2.0, 10.0, 0, tol=0.1)
+    w_tight, b_tight, obj_tight, *_ = _fit(x, y, 0.001, 2.0, 10.0, 0, tol=1e-6)
     assert obj_tight <= obj_loose + 1e-9
     assert obj_loose <= obj_tight * 1.05
     assert not np.array_equal(w_loose, w_tight)  # the tolerance did reach the solver
