@@ -58,6 +58,24 @@ class CompactRows:
         return CompactRows(indptr.astype(np.int64), np.concatenate([p.indices for p in parts]),
                            np.concatenate([p.data for p in parts]), dim)
 
+    @staticmethod
+    def stack_csr(parts: list[CompactRows], dim: int):
+        """The rows of ``parts``, one after another, as one float64 scipy CSR matrix: each value
+        is converted once, straight into place (no intermediate concatenation)."""
+        import scipy.sparse as sp
+
+        nnz = sum(p.nnz for p in parts)
+        data = np.empty(nnz, np.float64)
+        indices = np.empty(nnz, np.int32)
+        indptr = np.zeros(sum(len(p) for p in parts) + 1, np.int64)
+        at = row = 0
+        for p in parts:
+            data[at : at + p.nnz] = p.data
+            indices[at : at + p.nnz] = p.indices
+            indptr[row + 1 : row + len(p) + 1] = p.indptr[1:] + at
+            at, row = at + p.nnz, row + len(p)
+        return sp.csr_matrix((data, indices, indptr), shape=(row, dim))
+
     def to_csr(self):
         """A scipy CSR matrix of float64 (what liblinear takes without another copy)."""
         import scipy.sparse as sp

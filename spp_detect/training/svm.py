@@ -117,7 +117,7 @@ def _fit_task(pos: CompactRows, neg: CompactRows, c: float, positive_weight: flo
     """A fit as a worker runs it: positives first, then negatives (R-CNN's order), as one CSR
     matrix. Returns :func:`_fit`'s result with the scores of the negatives only (the miner
     evicts by them without gathering the rows again)."""
-    x = CompactRows.concat([pos, neg], pos.dim).to_csr()
+    x = CompactRows.stack_csr([pos, neg], pos.dim)
     y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
     w, b, objective, converged, scores = _fit(x, y, c, positive_weight, bias_feature, seed, tol)
     return w, b, objective, converged, scores[len(pos):]

@@ -359,3 +359,15 @@ def test_stopping_tolerance_reaches_liblinear():
     assert not np.array_equal(w_loose, w_tight)  # the tolerance did reach the solver
     s_loose, s_tight = x @ w_loose + b_loose, x @ w_tight + b_tight
     assert np.corrcoef(s_loose, s_tight)[0, 1] > 0.99
+
+
+def test_stacked_rows_are_the_rows_one_after_another():
+    rng = np.random.default_rng(9)
+    a = (rng.random((5, 7)) * (rng.random((5, 7)) < 0.4)).astype(np.float32)
+    b = (rng.random((3, 7)) * (rng.random((3, 7)) < 0.4)).astype(np.float32)
+    b[1] = 0  # an empty row
+    x = CompactRows.stack_csr([CompactRows.from_dense(a), CompactRows.from_dense(b)], 7)
+    assert x.dtype == np.float64 and x.shape == (8, 7)
+    want = np.concatenate([a, b]).astype(np.float16).astype(np.float64)
+    np.testing.assert_array_equal(x.toarray(), want)
+    np.testing.assert_array_equal(x.toarray(), CompactRows.concat([CompactRows.from_dense(a), CompactRows.from_dense(b)], 7).to_csr().toarray())
