@@ -37,6 +37,15 @@ def rects_to_boxes(rects: np.ndarray, scale_x: float = 1.0, scale_y: float = 1.0
     return out.astype(np.float32)
 
 
+def working_to_original(boxes: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
+    """Boxes in inclusive pixels of an image resized by ``scale_x``/``scale_y`` (resized /
+    original) -> boxes of the original: their half-open extents mapped as :func:`rects_to_boxes`
+    maps a rectangle. Not rounded."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    xywh = np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], 1)
+    return rects_to_boxes(xywh, scale_x, scale_y)
+
+
 def snap_to_pixels(boxes: np.ndarray) -> np.ndarray:
     """Round coordinates to whole pixels, so boxes found at different scales can be compared
     exactly (dedup) and the stored boxes are the pixel rectangles the ground truth uses."""

@@ -60,6 +60,37 @@ def check_searchable(image_rgb: np.ndarray, resize_to: int, source) -> None:
                         "(an extreme aspect ratio)", "size", f"{width}x{height}")
 
 
+def check_settings(method, modes) -> None:
+    """The checks every method's settings share (``method``: its dataclass, with ``mode``,
+    ``max_proposals``, ``min_size``, ``resize_to``, ``near_duplicate_iou``; ``modes``: the
+    method's valid modes): ConfigError naming the ``propose.`` key and the value."""
+    from ..errors import ConfigError
+
+    if method.mode not in modes:
+        raise ConfigError(f"propose.mode: unknown mode {method.mode!r}; choose one of {', '.join(modes)}")
+    if method.max_proposals < 1:
+        raise ConfigError(f"propose.max_proposals must be at least 1, got {method.max_proposals}")
+    if method.min_size < 1:
+        raise ConfigError(f"propose.min_size must be at least 1 pixel, got {method.min_size}")
+    if method.resize_to < 0:
+        raise ConfigError(f"propose.resize_to must be 0 (original size) or positive, got {method.resize_to}")
+    if not 0.0 < method.near_duplicate_iou <= 1.0:
+        raise ConfigError(f"propose.near_duplicate_iou must be in (0, 1], got {method.near_duplicate_iou}")
+
+
+def resize_image(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """``image`` resized by ``scale`` (area interpolation when shrinking), with the exact x and
+    y factors (new size / old size); ``scale`` 1 returns ``image`` itself."""
+    import cv2
+
+    if scale == 1.0:
+        return image, 1.0, 1.0
+    h, w = image.shape[:2]
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(image, (nw, nh), interpolation=interp), nw / w, nh / h
+
+
 def _opencv(p, seed: int):
     from .selective_search import SearchParams
 

@@ -76,8 +76,12 @@ def segment(image01: np.ndarray, k: float, min_size: int, sigma: float = 0.8) ->
 
 
 def _compact(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 0..n-1 in order of first appearance in raster order."""
+    """Labels renumbered 0..n-1 in order of first appearance in raster order. OpenCV's
+    segmentation already numbers its regions so (its components are numbered as a raster scan
+    meets them): then every value 0..n-1 is present and the labels are returned as they are."""
     flat = labels.ravel()
+    if flat.min() >= 0 and np.bincount(flat).all():
+        return labels.astype(np.int32, copy=False)
     _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
     order = np.argsort(np.argsort(first))  # rank of each label's first pixel
     return order[inverse].reshape(labels.shape).astype(np.int32)

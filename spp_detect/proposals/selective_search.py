@@ -52,8 +52,14 @@ import numpy as np
 
 from ..core.boxes import clip_boxes
 from ..errors import ConfigError
-from .filtering import finalize, interleave_ranked, rects_to_boxes, snap_to_pixels
-from .proposer import check_searchable, image_seed
+from .filtering import (
+    finalize,
+    interleave_ranked,
+    rects_to_boxes,
+    snap_to_pixels,
+    working_to_original,
+)
+from .proposer import check_searchable, check_settings, image_seed, resize_image
 
 # strategy letters -> OpenCV factory names; a pass strategy such as "fts" combines several
 # with equal weights (OpenCV's SelectiveSearchSegmentationStrategyMultiple)
@@ -154,16 +160,7 @@ class SearchParams:
     seed: int = 0
 
     def __post_init__(self):
-        if self.mode not in RECIPES:
-            raise ConfigError(f"propose.mode: unknown mode {self.mode!r}; choose one of {', '.join(RECIPES)}")
-        if self.max_proposals < 1:
-            raise ConfigError(f"propose.max_proposals must be at least 1, got {self.max_proposals}")
-        if self.min_size < 1:
-            raise ConfigError(f"propose.min_size must be at least 1 pixel, got {self.min_size}")
-        if self.resize_to < 0:
-            raise ConfigError(f"propose.resize_to must be 0 (original size) or positive, got {self.resize_to}")
-        if not 0.0 < self.near_duplicate_iou <= 1.0:
-            raise ConfigError(f"propose.near_duplicate_iou must be in (0, 1], got {self.near_duplicate_iou}")
+        check_settings(self, RECIPES)
 
     @property
     def passes(self) -> tuple[Pass, ...]:
@@ -229,25 +226,13 @@ def _strategy(letters: str):
     return multiple
 
 
-def _resize(bgr: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
-    """``bgr`` resized by ``scale`` (area interpolation), with the exact x and y factors."""
-    import cv2
-
-    if scale == 1.0:
-        return bgr, 1.0, 1.0
-    h, w = bgr.shape[:2]
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    return cv2.resize(bgr, (nw, nh), interpolation=interp), nw / w, nh / h
-
-
 def run_pass(bgr: np.ndarray, p: Pass, seed: int) -> np.ndarray:
     """One pass on a BGR uint8 image: its boxes in paper rank order, in ``bgr``'s frame."""
     import cv2
 
     seg = cv2.ximgproc.segmentation
     shorter = min(bgr.shape[:2])
-    img, sx, sy = _resize(bgr, p.side / shorter) if 0 < p.side < shorter else (bgr, 1.0, 1.0)
+    img, sx, sy = resize_image(bgr, p.side / shorter) if 0 < p.side < shorter else (bgr, 1.0, 1.0)
     ss = seg.createSelectiveSearchSegmentation()
     ss.setBaseImage(img)
     ss.addImage(_convert_color(img, p.color))
@@ -279,15 +264,12 @@ def selective_search(image_rgb: np.ndarray, params: SearchParams, image_id: str 
     check_searchable(image_rgb, params.resize_to, source or image_id or None)
     height, width = image_rgb.shape[:2]
     bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    work, wx, wy = _resize(bgr, params.resize_to / min(height, width)) if params.resize_to else (bgr, 1.0, 1.0)
+    work, wx, wy = resize_image(bgr, params.resize_to / min(height, width)) if params.resize_to else (bgr, 1.0, 1.0)
     ranked = []
     for i, p in enumerate(params.passes):
         boxes = run_pass(work, p, image_seed(image_id, params.seed, i))
         if wx != 1.0 or wy != 1.0:
-            # the pass's boxes are inclusive pixels of the working image: map its half-open
-            # extents back to the original frame exactly as rects_to_boxes does
-            xywh = np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], 1)
-            boxes = rects_to_boxes(xywh, wx, wy)
+            boxes = working_to_original(boxes, wx, wy)
         ranked.append(clip_boxes(snap_to_pixels(boxes), height, width))
     merged = interleave_ranked(ranked)
     return finalize(merged, height, width, params.min_size, params.max_proposals, params.near_duplicate_iou)

@@ -18,17 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
-
 LETTERS = "ctsf"
-
-
-def check_strategy(strategy: str) -> str:
-    """``strategy`` if it is a non-empty string of distinct letters of ``ctsf``, else ConfigError."""
-    if not strategy or any(ch not in LETTERS for ch in strategy) or len(set(strategy)) != len(strategy):
-        raise ConfigError(f"similarity strategy {strategy!r}: use distinct letters of {LETTERS!r} "
-                          "(colour, texture, size, fill)")
-    return strategy
 
 
 def histogram_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -28,19 +28,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..core.boxes import clip_boxes
-from ..errors import ConfigError
-from .filtering import finalize, snap_to_pixels
+from .filtering import finalize, snap_to_pixels, working_to_original
 from .grouping import Hierarchy, group
-from .proposer import check_searchable, image_seed
+from .proposer import check_searchable, check_settings, image_seed, resize_image
 from .regions import (
-    COLOR_SPACES,
     color_bins,
     initial_regions,
     segment,
     texture_bins,
     to_color_space,
 )
-from .similarity import check_strategy
 
 
 @dataclass(frozen=True)
@@ -110,22 +107,7 @@ class UijlingsSearch:
     seed: int = 0
 
     def __post_init__(self):
-        if self.mode not in STRATEGY_SETS:
-            raise ConfigError(f"propose.mode: unknown mode {self.mode!r}; choose one of {', '.join(STRATEGY_SETS)}")
-        if self.max_proposals < 1:
-            raise ConfigError(f"propose.max_proposals must be at least 1, got {self.max_proposals}")
-        if self.min_size < 1:
-            raise ConfigError(f"propose.min_size must be at least 1 pixel, got {self.min_size}")
-        if self.resize_to < 0:
-            raise ConfigError(f"propose.resize_to must be 0 (original size) or positive, got {self.resize_to}")
-        if not 0.0 < self.near_duplicate_iou <= 1.0:
-            raise ConfigError(f"propose.near_duplicate_iou must be in (0, 1], got {self.near_duplicate_iou}")
-        s = STRATEGY_SETS[self.mode]
-        for space in s.color_spaces:
-            if space not in COLOR_SPACES:
-                raise ConfigError(f"unknown colour space {space!r}; choose one of {', '.join(COLOR_SPACES)}")
-        for sim in s.similarities:
-            check_strategy(sim)
+        check_settings(self, STRATEGY_SETS)
 
     @property
     def strategies(self) -> StrategySet:
@@ -133,21 +115,14 @@ class UijlingsSearch:
 
     def propose(self, image_rgb: np.ndarray, image_id: str = "", source=None) -> tuple[np.ndarray, bool]:
         """Proposals of one RGB uint8 image (H, W, 3): ``(boxes, fallback)`` (see the module)."""
-        import cv2
-
         check_searchable(image_rgb, self.resize_to, source or image_id or None)
         height, width = image_rgb.shape[:2]
-        work = image_rgb
-        if self.resize_to and self.resize_to != min(height, width):
-            scale = self.resize_to / min(height, width)
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            work = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        scale = self.resize_to / min(height, width) if self.resize_to else 1.0
+        work, sx, sy = resize_image(image_rgb, scale)
         rng = np.random.default_rng(image_seed(image_id, self.seed, 0))
         boxes = rank_hierarchies(hierarchies(work, self.strategies), rng)
         if work is not image_rgb:
-            # inclusive pixels of the working image -> half-open extents -> the original's pixels
-            sx, sy = work.shape[1] / width, work.shape[0] / height
-            boxes = np.stack([boxes[:, 0] / sx, boxes[:, 1] / sy, (boxes[:, 2] + 1) / sx - 1, (boxes[:, 3] + 1) / sy - 1], 1)
+            boxes = working_to_original(boxes, sx, sy)
         boxes = clip_boxes(snap_to_pixels(boxes), height, width)
         return finalize(boxes, height, width, self.min_size, self.max_proposals, self.near_duplicate_iou)
 

@@ -78,10 +78,7 @@ class CompactRows:
 
     def to_csr(self):
         """A scipy CSR matrix of float64 (what liblinear takes without another copy)."""
-        import scipy.sparse as sp
-
-        return sp.csr_matrix((self.data.astype(np.float64), self.indices.astype(np.int32), self.indptr),
-                             shape=(len(self), self.dim))
+        return CompactRows.stack_csr([self], self.dim)
 
     def dense(self) -> np.ndarray:
         return self.to_csr().toarray().astype(np.float32)
