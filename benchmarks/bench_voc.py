@@ -87,21 +87,33 @@ class Bench:
         steps = self.results["steps"]
         if steps.get(key, {}).get("done"):
             return steps[key]
-        resumed = key in steps  # started before and interrupted: the stage resumes, time is partial
-        steps[key] = {"done": False, "cmd": " ".join(args)}
+        # started before and interrupted: the stage resumes where it stopped. The time and peak
+        # memory of the earlier attempts, recorded while they ran, are added in (``attempts``)
+        before = steps.get(key, {})
+        resumed = key in steps
+        prior_s = float(before.get("partial_seconds", 0.0))
+        peak, peak_anon = (int(before.get(k, 0.0) * 2**20) for k in ("partial_peak_rss_mb", "partial_peak_anon_mb"))
+        attempts = int(before.get("attempts", 1 if resumed else 0)) + 1
+        steps[key] = {"done": False, "cmd": " ".join(args), "attempts": attempts, "partial_seconds": prior_s,
+                      "partial_peak_rss_mb": peak / 2**20, "partial_peak_anon_mb": peak_anon / 2**20}
         self.save()
         print(f"[{key}] spp-detect {' '.join(args)}", flush=True)
-        t0 = time.perf_counter()
+        t0 = last_save = time.perf_counter()
         proc = subprocess.Popen([str(Path(sys.executable).parent / "spp-detect"), *args], cwd=REPO)
-        peak = peak_anon = 0
         while proc.poll() is None:
             rss, anon = tree_rss_bytes(proc.pid)
             peak, peak_anon = max(peak, rss), max(peak_anon, anon)
             time.sleep(0.5)
+            if time.perf_counter() - last_save > 30:
+                steps[key].update(partial_seconds=prior_s + time.perf_counter() - t0, partial_peak_rss_mb=peak / 2**20,
+                                  partial_peak_anon_mb=peak_anon / 2**20)
+                self.save()
+                last_save = time.perf_counter()
         if proc.returncode != 0:
             raise SystemExit(f"[{key}] failed with exit {proc.returncode}")
-        steps[key] = {"done": True, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak / 2**20,
-                      "peak_anon_mb": peak_anon / 2**20, "resumed": resumed, "cmd": " ".join(args)}
+        steps[key] = {"done": True, "seconds": prior_s + time.perf_counter() - t0, "peak_rss_mb": peak / 2**20,
+                      "peak_anon_mb": peak_anon / 2**20, "resumed": resumed, "attempts": attempts,
+                      "cmd": " ".join(args)}
         self.save()
         print(f"[{key}] {steps[key]['seconds']:.0f} s, peak {steps[key]['peak_rss_mb']:.0f} MB", flush=True)
         if self.after_step is not None:
@@ -223,7 +235,7 @@ def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int) -> list[str
     steps = bench.results["steps"]
     times = {m: [steps.get(f"subset_{m}/extract/{s}", {}) for s in ("subset_train", "subset_test")]
              for m in ("spp", "rcnn")}
-    if all(t.get("done") and not t.get("resumed") for ts in times.values() for t in ts):
+    if all(t.get("done") and (not t.get("resumed") or "attempts" in t) for ts in times.values() for t in ts):
         per = {m: sum(t["seconds"] for t in ts) / (n_train + n_test) for m, ts in times.items()}
         lines += ["", f"Feature extraction (decode, conv, pooling, writing), seconds per image: SPP {per['spp']:.2f}, "
                       f"R-CNN {per['rcnn']:.1f}: SPP is **{per['rcnn'] / per['spp']:.0f}x** faster (target >= 50x)."]
@@ -336,7 +348,10 @@ def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     s = bench.results["steps"].get(key, {})
     if not s.get("done"):
         return f"not finished: {s['note']}" if s.get("note") else "-"
-    note = " (resumed: partial)" if s.get("resumed") else ""
+    note = ""
+    if s.get("resumed"):  # earlier records hold the last attempt's time only
+        note = (f" (in {s['attempts']} runs, each going on from the last one's checkpoint: the time is their sum)"
+                if "attempts" in s else " (resumed: partial)")
     note += f"; {s['note']}" if s.get("note") else ""
     memory = ""
     if s.get("peak_rss_mb") is not None:

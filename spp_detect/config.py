@@ -246,6 +246,8 @@ class SvmConfig:
     #   36 bytes per non-zero feature value); a fit larger than this runs alone
     workers: int = at_least(0, 0)  # classes trained in parallel processes; 0 = all cores
     device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda: where features are pooled and fc7 computed (liblinear: CPU)
+    checkpoint_minutes: float = at_least(10.0, 0.0)  # mining saves its state this often (RUN/models/svm.ckpt.h5):
+    #   a killed train-svm goes on from there when run again (0: after every image)
     seed: int = 0
 
 

@@ -7,7 +7,7 @@ Run folder layout (DESIGN.md)::
     RUN/proposals/<split>.h5        (propose) + <split>.parts/ while running
     RUN/features/<split>.h5         (extract) + <split>.parts/ while running
     RUN/models/head.pt              (finetune) + finetune.ckpt to resume
-    RUN/models/svm.h5               (train-svm)
+    RUN/models/svm.h5               (train-svm) + svm.ckpt.h5 to resume
     RUN/models/bbox.h5              (train-bbox)
     RUN/detections/<split>.json     (detect) + <split>/comp4_det_<split>_<class>.txt, <split>.stamp.json
     RUN/eval/<split>.json           (eval)
@@ -45,6 +45,10 @@ def head_path(run: str | Path) -> Path:
 
 def svm_path(run: str | Path) -> Path:
     return models_dir(run) / "svm.h5"
+
+
+def svm_checkpoint_path(run: str | Path) -> Path:
+    return models_dir(run) / "svm.ckpt.h5"
 
 
 def bbox_path(run: str | Path) -> Path:

@@ -123,7 +123,12 @@ class SparseRows:
         """Store the rows of dense ``x`` (n, dim); returns their ids (int64), each held once."""
         if x.shape[1] != self.dim:
             raise ValueError(f"rows have {x.shape[1]} columns, the store {self.dim}")
-        rows = CompactRows.from_dense(x)
+        return self.add_rows(CompactRows.from_dense(x))
+
+    def add_rows(self, rows: CompactRows) -> np.ndarray:
+        """Store compact ``rows``; returns their ids (int64), each held once."""
+        if rows.dim != self.dim:
+            raise ValueError(f"rows have {rows.dim} columns, the store {self.dim}")
         n, nnz = len(rows), rows.nnz
         self._reserve(self._nnz + nnz, self._rows + n)
         self._indices[self._nnz : self._nnz + nnz] = rows.indices

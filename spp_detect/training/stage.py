@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..artifacts.layout import bbox_path, features_path, head_path, svm_path
+from ..artifacts.layout import bbox_path, features_path, head_path, svm_checkpoint_path, svm_path
 from ..config import PipelineConfig, config_hash
 from ..datasets.base import DetectionDataset
 from ..features.stage import features_hash, open_features, scaling_stamp, weights_source
@@ -78,8 +78,12 @@ SVM_VERSION = 2  # 2: positives gathered before mining, capped caches (version 1
 
 
 def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False) -> dict:
+    """Mine and train the SVMs -> ``svm.h5``. Mining saves its state every ``svm.checkpoint_minutes``
+    (``svm.ckpt.h5``); run again after a kill, it goes on from there (``overwrite``: starts over)."""
     import json
+    import logging
     import os
+    import time
 
     import h5py
     import numpy as np
@@ -87,18 +91,21 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     from ..artifacts.files import atomic_path
     from ..artifacts.stamps import open_h5_checked, write_stamp
     from ..datasets.base import usable_gt
+    from ..errors import ArtifactError
     from ..progress import progress
     from .prefetch import prefetched
-    from .svm import SvmImage, gather_positives, train_svms, window_keys
+    from .svm import HardNegativeTrainer, SvmImage, gather_positives, window_keys
+    from .svm_checkpoint import load_checkpoint, save_checkpoint
 
     s = cfg.svm
     out = svm_path(run)
     cache = open_features(run, train_ds)
     device = resolve_device(s.device, "svm.device")
     provider, head_key = feature_provider(cfg, run, cache, s.features, device)
-    # where it runs and how much RAM it may take do not change the SVMs: left out of the stamp
+    # where it runs and how often it saves its state do not change the SVMs: left out of the stamp.
+    # memory_mb can (a fit over it keeps only its class's hardest negatives), so it stays in
     stamp = {"features": features_hash(cache), "head": head_key,
-             "svm": config_hash(replace(s, workers=0, memory_mb=0, device="")), **scaling_stamp(cfg)}
+             "svm": config_hash(replace(s, workers=0, device="", checkpoint_minutes=0.0)), **scaling_stamp(cfg)}
     if out.exists() and not overwrite:
         open_h5_checked(out, SVM_FORMAT, SVM_VERSION, stamp, remedy="pass --overwrite to train again").close()
         return {"skipped": True, "path": str(out)}
@@ -117,8 +124,9 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
             feats = provider.from_pooled(provider.pooled(image_id, np.arange(win.n_gt), windows=win))
             yield feats, gt_labels[: win.n_gt]
 
-    def images():
-        for image_id in progress(cache.image_ids, desc="train-svm mining", unit="img"):
+    def images(start: int):
+        ids = cache.image_ids
+        for image_id in progress(ids[start:], total=len(ids), initial=start, desc="train-svm mining", unit="img"):
             win = cache.windows(image_id)
             best = win.best_scale
             keys = window_keys(win.rects[np.arange(len(best)), best], best)
@@ -133,14 +141,37 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
 
     workers = s.workers or os.cpu_count() or 1
     n_classes = len(train_ds.classes)
-    # the next images' features are computed while liblinear's fits run (prefetch thread)
-    pos = gather_positives(prefetched(positives()), n_classes, provider.dim)
-    w, b, logs, memory = train_svms(
-        pos, prefetched(images()), provider.dim, C=s.C, positive_weight=s.positive_weight,
-        bias_feature=s.bias_feature, negative_iou=s.negative_iou, hard_threshold=s.hard_threshold,
-        evict_threshold=s.evict_threshold, retrain_every=s.retrain_every, max_negatives=s.max_negatives,
-        fit_memory_bytes=s.memory_mb << 20, workers=workers, seed=s.seed, tol=s.tol,
-    )
+    settings = dict(C=s.C, positive_weight=s.positive_weight, bias_feature=s.bias_feature,
+                    negative_iou=s.negative_iou, hard_threshold=s.hard_threshold, evict_threshold=s.evict_threshold,
+                    retrain_every=s.retrain_every, max_negatives=s.max_negatives, fit_memory_bytes=s.memory_mb << 20,
+                    workers=workers, seed=s.seed, tol=s.tol)
+    ckpt = svm_checkpoint_path(run)
+    if overwrite:
+        ckpt.unlink(missing_ok=True)
+    if ckpt.is_file():
+        state = load_checkpoint(ckpt, stamp)
+        seen = list(cache.image_ids[: state.images_seen])
+        if state.image_ids != seen:
+            raise ArtifactError(f"{ckpt}: mined images {state.image_ids[:3]}... are not the first "
+                                f"{state.images_seen} of this feature cache; pass --overwrite to start over")
+        trainer = HardNegativeTrainer.resume(state, **settings)
+        del state
+        logging.getLogger(__name__).info("train-svm: going on from %s after %d of %d images", ckpt,
+                                         trainer.images_seen, len(cache.image_ids))
+    else:
+        # the next images' features are computed while liblinear's fits run (prefetch thread)
+        pos = gather_positives(prefetched(positives()), n_classes, provider.dim)
+        trainer = HardNegativeTrainer(pos, provider.dim, **settings)
+        del pos
+    saved = time.monotonic()
+    for image in prefetched(images(trainer.images_seen)):
+        trainer.add_image(image)
+        if time.monotonic() - saved >= 60 * s.checkpoint_minutes and trainer.images_seen < len(cache.image_ids):
+            save_checkpoint(ckpt, trainer.state(), stamp)
+            saved = time.monotonic()
+    w, b = trainer.finish()
+    logs = [st.log for st in trainer.states]
+    memory = {"peak_cached_negatives": trainer.peak_store_rows, "store_mb": trainer.store.nbytes / 2**20}
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
             write_stamp(h5, SVM_FORMAT, SVM_VERSION, stamp)
@@ -150,6 +181,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
             h5.attrs["memory"] = json.dumps(memory)
             h5.create_dataset("weights", data=w)
             h5.create_dataset("bias", data=b)
+    ckpt.unlink(missing_ok=True)
     return {"path": str(out), "retrains": [len(x) for x in logs], "final": [x[-1] if x else {} for x in logs],
             **memory}
 

@@ -147,6 +147,35 @@ class ClassState:
         return 0 if self.positives is None else len(self.positives)
 
 
+@dataclass
+class MiningState:
+    """What the miner knows after ``images_seen`` images: enough to go on exactly as if it had
+    never stopped (a checkpoint, :mod:`.svm_checkpoint`).
+
+    ``store`` holds every cached negative; ``row_ids`` lists them in a fixed order (ids of
+    ``store``), ``row_image``/``row_key`` say which window each is (image ordinal, window key);
+    ``caches[k]`` is class k's cache as positions in ``row_ids``, in cache order (the order the
+    fits see). ``image_ids``: the images seen, in order (their position is their ordinal).
+    """
+
+    dim: int
+    images_seen: int
+    image_ids: list[str]
+    peak_store_rows: int
+    positives: list[CompactRows]
+    weights: np.ndarray  # (K, D) float32
+    bias: np.ndarray  # (K,) float64
+    new_since_retrain: np.ndarray  # (K,) int64
+    retrains: np.ndarray  # (K,) int64
+    frozen: np.ndarray  # (K,) bool
+    logs: list[list[dict]]
+    store: SparseRows
+    row_ids: np.ndarray
+    row_image: np.ndarray
+    row_key: np.ndarray
+    caches: list[np.ndarray]
+
+
 class HardNegativeTrainer:
     """Trains one SVM per class: positives given up front, then a stream of images to mine.
 
@@ -206,6 +235,50 @@ class HardNegativeTrainer:
         self.images_seen = 0
         self.peak_store_rows = 0
         self._pool = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> MiningState:
+        """The miner's state between two images (it shares this trainer's store: save it before
+        the next image)."""
+        ids = np.unique(np.concatenate([st.neg_ids for st in self.states] + [np.zeros(0, np.int64)]))
+        where = np.array([self._key_of[int(i)] for i in ids.tolist()], np.int64).reshape(-1, 2)
+        empty = CompactRows.concat([], self.dim)
+        return MiningState(
+            dim=self.dim, images_seen=self.images_seen,
+            image_ids=sorted(self._image_ordinal, key=self._image_ordinal.__getitem__),
+            peak_store_rows=self.peak_store_rows,
+            positives=[empty if st.positives is None else st.positives for st in self.states],
+            weights=np.stack([st.w for st in self.states]), bias=np.array([st.b for st in self.states], np.float64),
+            new_since_retrain=np.array([st.new_since_retrain for st in self.states], np.int64),
+            retrains=np.array([st.retrains for st in self.states], np.int64),
+            frozen=np.array([st.frozen for st in self.states], bool), logs=[list(st.log) for st in self.states],
+            store=self.store, row_ids=ids, row_image=where[:, 0], row_key=where[:, 1],
+            caches=[np.searchsorted(ids, st.neg_ids) for st in self.states],
+        )
+
+    @classmethod
+    def resume(cls, state: MiningState, **kwargs) -> HardNegativeTrainer:
+        """A trainer that goes on from ``state`` (its store is adopted, not copied); ``kwargs``
+        as the constructor's. Mining on from here gives the models an uninterrupted run would."""
+        trainer = cls(state.positives, state.dim, **kwargs)
+        if len(state.weights) != len(trainer.states):
+            raise ValueError(f"the state has {len(state.weights)} classes, the positives {len(trainer.states)}")
+        trainer.store = state.store
+        for k, st in enumerate(trainer.states):
+            st.w, st.b = state.weights[k].astype(np.float32), float(state.bias[k])
+            st.neg_ids = state.row_ids[state.caches[k]]
+            st.new_since_retrain, st.retrains = int(state.new_since_retrain[k]), int(state.retrains[k])
+            st.frozen, st.log = bool(state.frozen[k]), list(state.logs[k])
+            trainer.store.retain(st.neg_ids)
+            trainer._members[k] = set(st.neg_ids.tolist())
+        for sid, o, key in zip(state.row_ids.tolist(), state.row_image.tolist(), state.row_key.tolist(), strict=True):
+            trainer._where[(o, key)] = sid
+            trainer._key_of[sid] = (o, key)
+        # the rows arrive held once by whoever stored them; from here only their classes hold them
+        trainer._drop(trainer.store.release(state.row_ids))
+        trainer._image_ordinal = {image_id: i for i, image_id in enumerate(state.image_ids)}
+        trainer.images_seen, trainer.peak_store_rows = state.images_seen, state.peak_store_rows
+        return trainer
 
     # ------------------------------------------------------------------ mining
     def add_image(self, image: SvmImage) -> None:

@@ -371,3 +371,56 @@ def test_stacked_rows_are_the_rows_one_after_another():
     want = np.concatenate([a, b]).astype(np.float16).astype(np.float64)
     np.testing.assert_array_equal(x.toarray(), want)
     np.testing.assert_array_equal(x.toarray(), CompactRows.concat([CompactRows.from_dense(a), CompactRows.from_dense(b)], 7).to_csr().toarray())
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoints: a run stopped between two images and resumed gives the uninterrupted models
+
+
+@pytest.mark.parametrize("stop_after", [1, 5, 13])
+def test_mining_resumed_from_a_checkpoint_gives_the_uninterrupted_models(tmp_path, stop_after):
+    from spp_detect.training.svm_checkpoint import load_checkpoint, save_checkpoint
+
+    images = _late_positives_stream()
+    k, dim = 6, 12
+    kwargs = dict(C=0.05, retrain_every=40, max_negatives=12, workers=1)
+    whole = HardNegativeTrainer(_positives(images, k, dim), dim, **kwargs)
+    for im in images:
+        whole.add_image(im)
+    w_ref, b_ref = whole.finish()
+
+    first = HardNegativeTrainer(_positives(images, k, dim), dim, **kwargs)
+    for im in images[:stop_after]:
+        first.add_image(im)
+    stamp = {"svm": "same"}
+    path = save_checkpoint(tmp_path / "svm.ckpt.h5", first.state(), stamp)
+    cached_before = [st.neg_ids.size for st in first.states]
+    rows_before = first.store.live_rows
+    del first
+    again = HardNegativeTrainer.resume(load_checkpoint(path, stamp), **kwargs)
+    assert again.images_seen == stop_after
+    assert [st.neg_ids.size for st in again.states] == cached_before and again.store.live_rows == rows_before
+    for im in images[stop_after:]:
+        again.add_image(im)
+    w, b = again.finish()
+    np.testing.assert_array_equal(w, w_ref)
+    np.testing.assert_array_equal(b, b_ref)
+    assert [st.log for st in again.states] == [st.log for st in whole.states]
+    assert [st.neg_ids.size for st in again.states] == [st.neg_ids.size for st in whole.states]
+    assert again.store.live_rows == whole.store.live_rows
+    assert again.peak_store_rows == whole.peak_store_rows
+
+
+def test_a_checkpoint_of_another_training_is_refused(tmp_path):
+    from spp_detect.errors import ArtifactError
+    from spp_detect.training.svm_checkpoint import load_checkpoint, save_checkpoint
+
+    images = _late_positives_stream(n_images=3)
+    t = HardNegativeTrainer(_positives(images, 6, 12), 12, workers=1)
+    t.add_image(images[0])
+    path = save_checkpoint(tmp_path / "svm.ckpt.h5", t.state(), {"svm": "C=0.001"})
+    with pytest.raises(ArtifactError, match=r"svm.ckpt.h5.*svm.*--overwrite"):
+        load_checkpoint(path, {"svm": "C=0.01"})
+    path.write_bytes(b"not hdf5")
+    with pytest.raises(ArtifactError, match="svm.ckpt.h5"):
+        load_checkpoint(path, {"svm": "C=0.001"})

@@ -389,3 +389,63 @@ def test_finetune_optimizer_updates_as_plain_sgd():
             for n, p in head.named_parameters():
                 assert torch.allclose(p, ref[n], rtol=1e-5, atol=1e-6), n
                 p.copy_(ref[n])
+
+
+def test_a_killed_train_svm_goes_on_from_its_checkpoint(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from spp_detect.artifacts.layout import svm_checkpoint_path, svm_path
+    from spp_detect.config import merge
+    from spp_detect.training import svm as svm_module
+    from spp_detect.training.stage import load_svms
+
+    cfg, run, root = tiny_run
+    cfg = merge(cfg, {"svm": {"features": "pool", "checkpoint_minutes": 0.0}})
+    train = open_dataset(str(root), "train")
+    runs = {}
+    for name in ("whole", "killed"):
+        runs[name] = tmp_path / name
+        shutil.copytree(run / "features", runs[name] / "features")
+    run_train_svm(cfg, runs["whole"], train)
+    assert not svm_checkpoint_path(runs["whole"]).exists()  # gone once svm.h5 is written
+
+    add_image = svm_module.HardNegativeTrainer.add_image
+    calls = []
+
+    def killed_at_the_fourth_image(self, image):
+        calls.append(image.image_id)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        add_image(self, image)
+
+    monkeypatch.setattr(svm_module.HardNegativeTrainer, "add_image", killed_at_the_fourth_image)
+    with pytest.raises(KeyboardInterrupt):
+        run_train_svm(cfg, runs["killed"], train)
+    monkeypatch.setattr(svm_module.HardNegativeTrainer, "add_image", add_image)
+    assert svm_checkpoint_path(runs["killed"]).is_file() and not svm_path(runs["killed"]).exists()
+
+    mined = []
+    monkeypatch.setattr(svm_module.HardNegativeTrainer, "add_image",
+                        lambda self, image: (mined.append(image.image_id), add_image(self, image)))
+    run_train_svm(cfg, runs["killed"], train)
+    assert mined == calls[3:] + [i for i in train.image_ids if i not in calls]  # the 4th image on, once each
+    whole, resumed = load_svms(runs["whole"]), load_svms(runs["killed"])
+    np.testing.assert_array_equal(resumed.weights, whole.weights)
+    np.testing.assert_array_equal(resumed.bias, whole.bias)
+    assert not svm_checkpoint_path(runs["killed"]).exists()
+
+    # a checkpoint of other settings is refused, not mixed in; --overwrite starts over
+    from spp_detect.errors import ArtifactError
+
+    monkeypatch.setattr(svm_module.HardNegativeTrainer, "add_image", killed_at_the_fourth_image)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_train_svm(cfg, runs["killed"], train, overwrite=True)
+    monkeypatch.setattr(svm_module.HardNegativeTrainer, "add_image", add_image)
+    assert svm_path(runs["killed"]).is_file()  # the models of before stay until new ones are complete
+    svm_path(runs["killed"]).unlink()
+    other = merge(cfg, {"svm": {"C": 0.5}})
+    with pytest.raises(ArtifactError, match=r"svm.ckpt.h5.*--overwrite"):
+        run_train_svm(other, runs["killed"], train)
+    run_train_svm(other, runs["killed"], train, overwrite=True)
+    assert not svm_checkpoint_path(runs["killed"]).exists()
