@@ -43,8 +43,10 @@ PAPER = {"pool": (43.0, 44.9), "fc7": (54.5, 55.2), "fc7_bbox": (58.0, 59.2)}  #
 def tree_rss_bytes(pid: int) -> tuple[int, int]:
     """Resident memory of ``pid`` and all its descendants (Linux /proc): ``(all, anonymous)``.
 
-    The anonymous part is what the processes allocated; the rest is mapped files (a memory-mapped
-    file counts as resident while the page cache holds it, and the kernel can drop it any time).
+    Proportional (PSS): a page that several processes share counts once in all (summing each
+    process's RSS would count a forked worker's pages again). The anonymous part is what the
+    processes allocated; the rest is mapped files (a memory-mapped file counts as resident while
+    the page cache holds it, and the kernel can drop it any time).
     """
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
@@ -61,10 +63,10 @@ def tree_rss_bytes(pid: int) -> tuple[int, int]:
         p = todo.pop()
         todo += children.get(p, [])
         try:
-            status = dict(line.split(":", 1) for line in (Path("/proc") / str(p) / "status").read_text().splitlines()
+            rollup = dict(line.split(":", 1) for line in (Path("/proc") / str(p) / "smaps_rollup").read_text().splitlines()
                           if ":" in line)
-            total += int(status.get("VmRSS", "0 kB").split()[0]) << 10
-            anon += int(status.get("RssAnon", "0 kB").split()[0]) << 10
+            total += int(rollup.get("Pss", "0 kB").split()[0]) << 10
+            anon += int(rollup.get("Pss_Anon", "0 kB").split()[0]) << 10
         except (OSError, ValueError):
             continue
     return total, anon
@@ -355,7 +357,7 @@ def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     note += f"; {s['note']}" if s.get("note") else ""
     memory = ""
     if s.get("peak_rss_mb") is not None:
-        memory = f", peak {s['peak_rss_mb'] / 1024:.1f} GB resident"
+        memory = f", peak {s['peak_rss_mb'] / 1024:.1f} GB resident (proportional set size over its processes)"
         if "peak_anon_mb" in s:
             memory += f" ({s['peak_anon_mb'] / 1024:.1f} GB allocated, the rest mapped files)"
     return f"{s['seconds']:.0f} s ({s['seconds'] / n_images:.2f} s/img){memory}{note}"

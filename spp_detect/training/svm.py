@@ -395,7 +395,11 @@ class HardNegativeTrainer:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers)
+            import multiprocessing
+
+            # not forked: a forked worker keeps the miner's memory of that moment (the store, the
+            # positives: gigabytes at VOC size) as its own once the miner's copy changes
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
         queue, running, in_flight = list(states), {}, 0
         while queue or running:
             # start fits while they fit in the memory budget (always at least one)
