@@ -422,8 +422,12 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
                           f"({m['fc7_bbox']:.4f} vs {m['fc7']:.4f})")
         if checks:
             lines += ["The paper's orderings, " + col + ":", ""] + [f"- {c}" for c in checks] + [""]
-    if bench.results.get("status"):  # a word from whoever ran it, kept with the results
-        lines += [bench.results["status"], ""]
+    # a word from whoever ran it, kept with the results: ROOT/status.md (editable while the
+    # benchmark runs and rewrites results.json), else results.json's "status"
+    status_file = bench.root / "status.md"
+    status = status_file.read_text().strip() if status_file.is_file() else bench.results.get("status")
+    if status:
+        lines += [status, ""]
     lines += finetune_lines(bench, bench.root / "spp_1scale", splits, SHARED / "data")
     if rcnn is not None:
         lines += rcnn_lines(bench, *rcnn)

@@ -18,6 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 BLOCK_ROWS = 2048  # rows converted at a time: bounds the temporary arrays of a conversion
+# the store's memory: its arrays grow by a quarter (doubling would leave up to half unused, and
+# right after a compaction it always would), and it compacts once dropped rows' values reach a
+# quarter of the live ones: at most about (1 + 1/4)^2 = 1.56x the live rows are allocated
+GROWTH = 1.25
+DEAD_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class SparseRows:
         self._indptr = np.zeros(1, np.int64)  # row r's values: [_indptr[r], _indptr[r + 1])
         self._indices = np.zeros(0, index_dtype(dim))
         self._data = np.zeros(0, np.float16)
-        self._nnz = 0  # used part of _indices / _data (they grow by doubling)
+        self._nnz = 0  # used part of _indices / _data (they grow geometrically, GROWTH)
         self._rows = 0
         self._row_id = np.zeros(0, np.int64)  # row -> id
         self._refs = np.zeros(0, np.int32)  # per row
@@ -156,7 +161,7 @@ class SparseRows:
         self._dead_nnz += int((self._indptr[dead + 1] - self._indptr[dead]).sum())
         gone = self._row_id[dead]
         self._pos[gone] = -1
-        if self._dead_nnz > max(self._nnz - self._dead_nnz, 1 << 20):
+        if self._dead_nnz > max((self._nnz - self._dead_nnz) * DEAD_FRACTION, 1 << 20):
             self._compact()
         return gone
 
@@ -206,18 +211,32 @@ class SparseRows:
             self._refs = _grown(self._refs, rows)
 
     def _compact(self) -> None:
+        """Move the live rows' values down over the dropped ones, in place (no second copy of the
+        store), a run of consecutive live rows at a time; ids keep their rows."""
         live = np.nonzero(self._refs[: self._rows] > 0)[0]
+        starts, ends = self._indptr[live], self._indptr[live + 1]
+        breaks = np.nonzero(starts[1:] != ends[:-1])[0] + 1  # where a run of adjacent live rows ends
+        at = 0
+        for a, b in zip(np.concatenate([[0], breaks]).tolist(), np.concatenate([breaks, [len(live)]]).tolist(),
+                        strict=True):
+            if a == b:
+                continue
+            lo, hi = int(starts[a]), int(ends[b - 1])
+            if lo != at:  # destination below source: slice assignment copies overlapping ranges safely
+                self._indices[at : at + hi - lo] = self._indices[lo:hi]
+                self._data[at : at + hi - lo] = self._data[lo:hi]
+            at += hi - lo
+        self._indptr[0] = 0
+        np.cumsum(ends - starts, out=self._indptr[1 : len(live) + 1])
         ids = self._row_id[live]
-        kept = self.take(ids)
-        self._indptr, self._indices, self._data = kept.indptr, kept.indices, kept.data
-        self._nnz, self._rows, self._dead_nnz = kept.nnz, len(live), 0
-        self._refs = self._refs[live].copy()
-        self._row_id = ids.copy()
+        self._refs[: len(live)] = self._refs[live]
+        self._row_id[: len(live)] = ids
+        self._nnz, self._rows, self._dead_nnz = at, len(live), 0
         self._pos[ids] = np.arange(len(live))
 
 
 def _grown(a: np.ndarray, need: int, fill=0) -> np.ndarray:
-    """``a`` copied into an array of at least ``need`` entries (doubling: amortised appends)."""
-    out = np.full(max(need, 2 * len(a), 16), fill, a.dtype)
+    """``a`` copied into an array of at least ``need`` entries (geometric growth: amortised appends)."""
+    out = np.full(max(need, int(GROWTH * len(a)), 16), fill, a.dtype)
     out[: len(a)] = a
     return out

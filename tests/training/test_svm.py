@@ -291,6 +291,42 @@ def test_sparse_rows_round_trip_release_and_compaction():
         store.take(ids[5:6])
 
 
+def test_sparse_rows_memory_stays_near_the_live_rows_under_churn():
+    # the miner adds hard negatives and evicts easy ones after every retrain: the store's arrays
+    # must stay near the most rows it held live (growth by a quarter, compaction at a quarter dead),
+    # not twice or more (doubling growth, compaction only at half dead)
+    from spp_detect.training.sparse_rows import DEAD_FRACTION, GROWTH
+
+    rng = np.random.default_rng(3)
+    dim, per_row = 2000, 1000
+    store = SparseRows(dim)
+    live = np.zeros(0, np.int64)
+    worst, most = 0.0, 0  # most: the largest number of live rows so far
+    kept = {}  # a few rows to read back after the compactions
+    for step in range(40):
+        x = np.zeros((2000, dim), np.float32)
+        x[:, :per_row] = rng.uniform(0.1, 1.0, (2000, per_row))
+        x[:, per_row - step - 1] = 0  # rows of different lengths
+        ids = store.add(x)
+        kept.update({int(ids[k]): x[k].astype(np.float16) for k in range(0, len(ids), 400)})
+        live = np.concatenate([live, ids])
+        most = max(most, len(live))
+        worst = max(worst, store.nbytes / (4 * per_row * most))  # 4 bytes a live value
+        drop = rng.random(len(live)) < 0.3
+        store.release(live[drop])
+        for i in live[drop].tolist():
+            kept.pop(i, None)
+        live = live[~drop]
+        worst = max(worst, store.nbytes / (4 * per_row * most))
+    # (the rows' own arrays, a few bytes a row and one int64 per id ever stored, take the rest)
+    assert worst <= GROWTH * (1 + DEAD_FRACTION) + 0.1
+    assert store.live_rows == len(live)
+    ids = np.array(sorted(kept))
+    assert len(ids) > 10
+    np.testing.assert_array_equal(store.take(ids).dense(), np.array([kept[i] for i in ids.tolist()]))
+    np.testing.assert_array_equal(store.row_nnz(ids), [np.count_nonzero(kept[i]) for i in ids.tolist()])
+
+
 def test_compact_rows_use_four_bytes_per_non_zero():
     x = np.zeros((10, 1000), np.float32)
     x[:, :100] = 1.0
