@@ -146,7 +146,9 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         bench.step(f"{name}/extract/{role}", ["extract", *cfg, "--run", str(main), "--split", splits[role]])
     test = ["--split", splits["test"]]
     # fine-tuned fc7 + box regression (the main row)
-    bench.step(f"{name}/finetune", ["finetune", *cfg, "--run", str(main)])
+    # --resume: an interrupted fine-tuning goes on from its checkpoint (the step runs only while
+    # head.pt is not finished, so nothing finished is replaced)
+    bench.step(f"{name}/finetune", ["finetune", *cfg, "--run", str(main), "--resume"])
     bench.step(f"{name}/train-svm/fc7", ["train-svm", *cfg, "--run", str(main), "--features", "fc7"])
     bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(main)])
     bench.step(f"{name}/detect/fc7_bbox", ["detect", *cfg, "--run", str(main), *test])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BLOCK_ROWS = 2048  # rows converted at a time: bounds the temporary arrays of a conversion
+BLOCK_ROWS = 2048  # rows scored at a time: bounds the temporary float64 matrix
 # the store's memory: its arrays grow by a quarter (doubling would leave up to half unused, and
 # right after a compaction it always would), and it compacts once dropped rows' values reach a
 # quarter of the live ones: at most about (1 + 1/4)^2 = 1.56x the live rows are allocated
@@ -168,16 +168,17 @@ class SparseRows:
     def take(self, ids: np.ndarray) -> CompactRows:
         """The rows of ``ids``, in that order."""
         rows = self._row(ids)
-        starts, lengths = self._indptr[rows], self._indptr[rows + 1] - self._indptr[rows]
+        starts, ends = self._indptr[rows], self._indptr[rows + 1]
         indptr = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lengths, out=indptr[1:])
+        np.cumsum(ends - starts, out=indptr[1:])
         indices = np.empty(indptr[-1], self._indices.dtype)
         data = np.empty(indptr[-1], np.float16)
-        for b in range(0, len(rows), BLOCK_ROWS):  # in blocks: the flat index is 8 bytes a value
-            e = min(b + BLOCK_ROWS, len(rows))
-            flat = np.repeat(starts[b:e] - indptr[b:e], lengths[b:e]) + np.arange(indptr[b], indptr[e])
-            indices[indptr[b] : indptr[e]] = self._indices[flat]
-            data[indptr[b] : indptr[e]] = self._data[flat]
+        # slices, a run of rows stored one after another at a time (a cache's rows mostly come in
+        # runs: the windows of one image): a memcpy each, no index array of 8 bytes per value
+        for a, b in _runs(starts, ends):
+            lo, hi, at = int(starts[a]), int(ends[b - 1]), int(indptr[a])
+            indices[at : at + hi - lo] = self._indices[lo:hi]
+            data[at : at + hi - lo] = self._data[lo:hi]
         return CompactRows(indptr, indices, data, self.dim)
 
     def row_nnz(self, ids: np.ndarray) -> np.ndarray:
@@ -215,12 +216,8 @@ class SparseRows:
         store), a run of consecutive live rows at a time; ids keep their rows."""
         live = np.nonzero(self._refs[: self._rows] > 0)[0]
         starts, ends = self._indptr[live], self._indptr[live + 1]
-        breaks = np.nonzero(starts[1:] != ends[:-1])[0] + 1  # where a run of adjacent live rows ends
         at = 0
-        for a, b in zip(np.concatenate([[0], breaks]).tolist(), np.concatenate([breaks, [len(live)]]).tolist(),
-                        strict=True):
-            if a == b:
-                continue
+        for a, b in _runs(starts, ends):
             lo, hi = int(starts[a]), int(ends[b - 1])
             if lo != at:  # destination below source: slice assignment copies overlapping ranges safely
                 self._indices[at : at + hi - lo] = self._indices[lo:hi]
@@ -233,6 +230,15 @@ class SparseRows:
         self._row_id[: len(live)] = ids
         self._nnz, self._rows, self._dead_nnz = at, len(live), 0
         self._pos[ids] = np.arange(len(live))
+
+
+def _runs(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
+    """``(a, b)`` spans of rows ``a..b-1`` whose values lie one after another in storage (row k
+    holds ``[starts[k], ends[k])``)."""
+    if not len(starts):
+        return []
+    breaks = (np.nonzero(starts[1:] != ends[:-1])[0] + 1).tolist()
+    return list(zip([0, *breaks], [*breaks, len(starts)], strict=True))
 
 
 def _grown(a: np.ndarray, need: int, fill=0) -> np.ndarray:
