@@ -89,15 +89,17 @@ class Bench:
         steps = self.results["steps"]
         if steps.get(key, {}).get("done"):
             return steps[key]
-        # started before and interrupted: the stage resumes where it stopped. The time and peak
-        # memory of the earlier attempts, recorded while they ran, are added in (``attempts``)
+        # started before and interrupted: the stage resumes where it stopped. The time of the
+        # earlier attempts, recorded while they ran, is added in; their peak memory is kept per
+        # attempt (``attempt_peaks_mb``: a fix between attempts shows)
         before = steps.get(key, {})
         resumed = key in steps
         prior_s = float(before.get("partial_seconds", 0.0))
-        peak, peak_anon = (int(before.get(k, 0.0) * 2**20) for k in ("partial_peak_rss_mb", "partial_peak_anon_mb"))
+        prior_peaks = [list(p) for p in before.get("attempt_peaks_mb", [])]
         attempts = int(before.get("attempts", 1 if resumed else 0)) + 1
+        peak = peak_anon = 0
         steps[key] = {"done": False, "cmd": " ".join(args), "attempts": attempts, "partial_seconds": prior_s,
-                      "partial_peak_rss_mb": peak / 2**20, "partial_peak_anon_mb": peak_anon / 2**20}
+                      "attempt_peaks_mb": prior_peaks}
         self.save()
         print(f"[{key}] spp-detect {' '.join(args)}", flush=True)
         t0 = last_save = time.perf_counter()
@@ -107,15 +109,18 @@ class Bench:
             peak, peak_anon = max(peak, rss), max(peak_anon, anon)
             time.sleep(0.5)
             if time.perf_counter() - last_save > 30:
-                steps[key].update(partial_seconds=prior_s + time.perf_counter() - t0, partial_peak_rss_mb=peak / 2**20,
-                                  partial_peak_anon_mb=peak_anon / 2**20)
+                steps[key].update(partial_seconds=prior_s + time.perf_counter() - t0,
+                                  attempt_peaks_mb=[*prior_peaks, [peak / 2**20, peak_anon / 2**20]])
                 self.save()
                 last_save = time.perf_counter()
         if proc.returncode != 0:
             raise SystemExit(f"[{key}] failed with exit {proc.returncode}")
-        steps[key] = {"done": True, "seconds": prior_s + time.perf_counter() - t0, "peak_rss_mb": peak / 2**20,
-                      "peak_anon_mb": peak_anon / 2**20, "resumed": resumed, "attempts": attempts,
-                      "cmd": " ".join(args)}
+        peaks = [*prior_peaks, [peak / 2**20, peak_anon / 2**20]]
+        steps[key] = {"done": True, "seconds": prior_s + time.perf_counter() - t0,
+                      "peak_rss_mb": max(p[0] for p in peaks), "peak_anon_mb": max(p[1] for p in peaks),
+                      "resumed": resumed, "attempts": attempts, "cmd": " ".join(args)}
+        if len(peaks) > 1:
+            steps[key]["attempt_peaks_mb"] = peaks
         self.save()
         print(f"[{key}] {steps[key]['seconds']:.0f} s, peak {steps[key]['peak_rss_mb']:.0f} MB", flush=True)
         if self.after_step is not None:
@@ -358,6 +363,8 @@ def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
                 if "attempts" in s else " (resumed: partial)")
     note += f"; {s['note']}" if s.get("note") else ""
     memory = ""
+    if len(s.get("attempt_peaks_mb", [])) > 1:
+        note += "; peak of each run: " + ", ".join(f"{p[0] / 1024:.1f} GB" for p in s["attempt_peaks_mb"])
     if s.get("peak_rss_mb") is not None:
         memory = f", peak {s['peak_rss_mb'] / 1024:.1f} GB resident (proportional set size over its processes)"
         if "peak_anon_mb" in s:

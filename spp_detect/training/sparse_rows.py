@@ -13,14 +13,15 @@ is dropped, and the arrays are compacted when dropped rows outweigh live ones.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
 
 BLOCK_ROWS = 2048  # rows scored at a time: bounds the temporary float64 matrix
-# the store's memory: its arrays grow by a quarter (doubling would leave up to half unused, and
-# right after a compaction it always would), and it compacts once dropped rows' values reach a
-# quarter of the live ones: at most about (1 + 1/4)^2 = 1.56x the live rows are allocated
+# the store's memory: its value arrays live in memory maps that grow without a copy (reserved
+# room costs no memory until written), and it compacts once dropped rows' values reach a quarter
+# of the live ones, giving the freed pages back: at most 1 + 1/4 of the live values are held
 GROWTH = 1.25
 DEAD_FRACTION = 0.25
 
@@ -93,6 +94,62 @@ def index_dtype(dim: int):
     return np.uint16 if dim <= np.iinfo(np.uint16).max + 1 else np.int32
 
 
+class _PagedArray:
+    """A 1-d array in its own anonymous memory map: it grows without a copy where the system can
+    remap pages (Linux mremap; elsewhere it is copied once, as a numpy array would be), and
+    :meth:`trim` gives the pages past a used prefix back to the system. Pages never written take
+    no memory, so reserved room costs address space only. ``array`` is the current view (it is
+    replaced when the array grows: keep no other view across a :meth:`reserve`)."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+        self._map: mmap.mmap | None = None
+        self.array = np.zeros(0, self.dtype)
+
+    def reserve(self, n: int) -> None:
+        """Room for at least ``n`` items (geometric growth, :data:`GROWTH`)."""
+        if n <= len(self.array):
+            return
+        size = _page_ceil(max(n, int(GROWTH * len(self.array))) * self.dtype.itemsize)
+        old, used = self._map, len(self.array) * self.dtype.itemsize
+        self.array = np.zeros(0, self.dtype)  # the map cannot be resized while a view of it exists
+        if old is not None:
+            try:
+                old.resize(size)
+                self._map = old
+            except (OSError, SystemError, ValueError, BufferError):  # no remapping here: copy once
+                self._map = _anonymous_map(size)
+                np.frombuffer(self._map, np.uint8)[:used] = np.frombuffer(old, np.uint8)[:used]
+                old.close()
+        else:
+            self._map = _anonymous_map(size)
+        self.array = np.frombuffer(self._map, self.dtype)
+
+    def trim(self, used: int) -> None:
+        """Give back the whole pages past the first ``used`` items (their content is lost)."""
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = _page_ceil(used * self.dtype.itemsize)
+        if start < len(self._map):
+            self._map.madvise(mmap.MADV_DONTNEED, start, len(self._map) - start)
+
+    def resident_bound(self, used: int) -> int:
+        """Bytes of memory the array can hold when only its first ``used`` items were written
+        since the last :meth:`trim` (whole pages)."""
+        return _page_ceil(used * self.dtype.itemsize)
+
+
+def _anonymous_map(size: int) -> mmap.mmap:
+    # private: a shared anonymous map is a fixed-size memory file, and pages past its first size
+    # fault (SIGBUS) after a remap; a private one grows
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    return mmap.mmap(-1, size, flags=flags) if flags else mmap.mmap(-1, size)
+
+
+def _page_ceil(nbytes: int) -> int:
+    return -(-max(nbytes, 1) // mmap.PAGESIZE) * mmap.PAGESIZE
+
+
 class SparseRows:
     """A growing, reference-counted store of :class:`CompactRows` rows, addressed by stable ids.
 
@@ -103,9 +160,10 @@ class SparseRows:
     def __init__(self, dim: int):
         self.dim = dim
         self._indptr = np.zeros(1, np.int64)  # row r's values: [_indptr[r], _indptr[r + 1])
-        self._indices = np.zeros(0, index_dtype(dim))
-        self._data = np.zeros(0, np.float16)
-        self._nnz = 0  # used part of _indices / _data (they grow geometrically, GROWTH)
+        # the values and their column indices: nearly all of the store's memory
+        self._index_pages, self._value_pages = _PagedArray(index_dtype(dim)), _PagedArray(np.float16)
+        self._nnz = 0  # used part of _indices / _data (the rest is reserved room or given back)
+        self._high = 0  # values written since the last trim: what the value pages can hold
         self._rows = 0
         self._row_id = np.zeros(0, np.int64)  # row -> id
         self._refs = np.zeros(0, np.int32)  # per row
@@ -119,9 +177,19 @@ class SparseRows:
         return int((self._refs[: self._rows] > 0).sum())
 
     @property
+    def _indices(self) -> np.ndarray:
+        return self._index_pages.array
+
+    @property
+    def _data(self) -> np.ndarray:
+        return self._value_pages.array
+
+    @property
     def nbytes(self) -> int:
-        """Bytes held by the store's arrays (allocated, not just used)."""
-        return sum(a.nbytes for a in (self._indptr, self._indices, self._data, self._row_id, self._refs, self._pos))
+        """Memory the store's arrays can hold: the pages of values written since they were last
+        given back, and the row arrays (allocated)."""
+        pages = self._index_pages.resident_bound(self._high) + self._value_pages.resident_bound(self._high)
+        return pages + sum(a.nbytes for a in (self._indptr, self._row_id, self._refs, self._pos))
 
     # ------------------------------------------------------------------ rows
     def add(self, x: np.ndarray) -> np.ndarray:
@@ -202,9 +270,9 @@ class SparseRows:
         return rows
 
     def _reserve(self, nnz: int, rows: int) -> None:
-        if nnz > len(self._data):
-            self._indices = _grown(self._indices, nnz)
-            self._data = _grown(self._data, nnz)
+        self._index_pages.reserve(nnz)
+        self._value_pages.reserve(nnz)
+        self._high = max(self._high, nnz)
         if rows + 1 > len(self._indptr):
             self._indptr = _grown(self._indptr, rows + 1)
         if rows > len(self._refs):
@@ -230,6 +298,11 @@ class SparseRows:
         self._row_id[: len(live)] = ids
         self._nnz, self._rows, self._dead_nnz = at, len(live), 0
         self._pos[ids] = np.arange(len(live))
+        # the pages past the live values go back to the system: the store's memory follows its
+        # live rows, not the most it ever held
+        self._index_pages.trim(at)
+        self._value_pages.trim(at)
+        self._high = at
 
 
 def _runs(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
