@@ -118,7 +118,7 @@ class Bench:
         peaks = [*prior_peaks, [peak / 2**20, peak_anon / 2**20]]
         steps[key] = {"done": True, "seconds": prior_s + time.perf_counter() - t0,
                       "peak_rss_mb": max(p[0] for p in peaks), "peak_anon_mb": max(p[1] for p in peaks),
-                      "resumed": resumed, "attempts": attempts, "cmd": " ".join(args)}
+                      "resumed": resumed, "attempts": attempts, "memory": "pss", "cmd": " ".join(args)}
         if len(peaks) > 1:
             steps[key]["attempt_peaks_mb"] = peaks
         self.save()
@@ -366,7 +366,9 @@ def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     if len(s.get("attempt_peaks_mb", [])) > 1:
         note += "; peak of each run: " + ", ".join(f"{p[0] / 1024:.1f} GB" for p in s["attempt_peaks_mb"])
     if s.get("peak_rss_mb") is not None:
-        memory = f", peak {s['peak_rss_mb'] / 1024:.1f} GB resident (proportional set size over its processes)"
+        # steps recorded before 2026-12-01 summed RSS over the processes (forked pages counted per process)
+        how = "proportional set size" if s.get("memory") == "pss" else "RSS"
+        memory = f", peak {s['peak_rss_mb'] / 1024:.1f} GB resident ({how} summed over its processes)"
         if "peak_anon_mb" in s:
             memory += f" ({s['peak_anon_mb'] / 1024:.1f} GB allocated, the rest mapped files)"
     return f"{s['seconds']:.0f} s ({s['seconds'] / n_images:.2f} s/img){memory}{note}"
