@@ -79,7 +79,11 @@ def finetune(dataset, split, data_root, image_dir, skip_bad, val_split, run_dir,
 @overwrite_option
 def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features, workers, config_path, overrides,
               overwrite):
-    """One linear SVM per class with hard-negative mining -> RUN/models/svm.h5."""
+    """One linear SVM per class with hard-negative mining -> RUN/models/svm.h5.
+
+    Mining saves its state every svm.checkpoint_minutes (RUN/models/svm.ckpt.h5): run the same
+    command again after an interruption and it goes on from there (--overwrite starts over).
+    """
     from ..datasets.stage import open_split
     from ..training.stage import run_train_svm
 
