@@ -39,6 +39,7 @@ from ..pretrain.train import BACKGROUND
 from ..progress import progress
 from ..runtime import barrier, world
 from .head import SppHead, save_head
+from .prefetch import prefetched
 
 log = logging.getLogger(__name__)
 
@@ -365,35 +366,41 @@ def finetune(
     head.train()
     bar = progress(total=iterations, initial=start, desc="finetune", unit="it")
     running = []
-    t_draw = t_train = 0.0  # seconds drawing batches and taking SGD steps (validation apart)
-    for it in range(start, iterations):
-        t0 = time.perf_counter()
-        x, y = sampler.draw()
-        t1 = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        running.append(loss.item())
-        t_draw, t_train = t_draw + (t1 - t0), t_train + (time.perf_counter() - t1)
-        bar.update(1)
-        done = it + 1
-        if done % val_every == 0 or done == iterations:
-            train_loss = float(np.mean(running))
-            running = []
-            entry = {"iteration": done, "train_loss": train_loss}
-            if val_batches is not None:
-                entry["val_loss"], entry["val_accuracy"] = evaluate_head(head, val_batches, device)
-                if best is None or entry["val_loss"] < best["val_loss"]:
-                    best = {"val_loss": entry["val_loss"], "iteration": done,
-                            "state": {k: v.clone() for k, v in head.state_dict().items()}}
-            history.append(entry)
-            bar.set_postfix({k: round(v, 4) for k, v in entry.items() if k != "iteration"})
-            if rank == 0:
-                with atomic_path(ckpt_path) as tmp:
-                    torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                "iteration": done, "best": best, "history": history, "stamp": stamp}, tmp)
+    t_draw = t_train = 0.0  # seconds waiting for batches and taking SGD steps (validation apart)
+    # the next batches are drawn in a thread while the step runs (the sampler's own generator
+    # makes the same batches in the same order, so the head is the one drawn in line would give)
+    batches = prefetched((sampler.draw() for _ in range(start, iterations)), depth=2)
+    try:
+        for it in range(start, iterations):
+            t0 = time.perf_counter()
+            x, y = next(batches)
+            t1 = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            running.append(loss.item())
+            t_draw, t_train = t_draw + (t1 - t0), t_train + (time.perf_counter() - t1)
+            bar.update(1)
+            done = it + 1
+            if done % val_every == 0 or done == iterations:
+                train_loss = float(np.mean(running))
+                running = []
+                entry = {"iteration": done, "train_loss": train_loss}
+                if val_batches is not None:
+                    entry["val_loss"], entry["val_accuracy"] = evaluate_head(head, val_batches, device)
+                    if best is None or entry["val_loss"] < best["val_loss"]:
+                        best = {"val_loss": entry["val_loss"], "iteration": done,
+                                "state": {k: v.clone() for k, v in head.state_dict().items()}}
+                history.append(entry)
+                bar.set_postfix({k: round(v, 4) for k, v in entry.items() if k != "iteration"})
+                if rank == 0:
+                    with atomic_path(ckpt_path) as tmp:
+                        torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                    "iteration": done, "best": best, "history": history, "stamp": stamp}, tmp)
+    finally:
+        batches.close()  # stops the drawing thread, also when a step fails
     bar.close()
     if best is not None:
         head.load_state_dict(best["state"])

@@ -168,6 +168,33 @@ def test_finetune_from_a_sample_when_windows_do_not_fit(tiny_run, tmp_path):
     assert not list((mine / "models").glob("finetune_windows*"))
 
 
+def test_batches_drawn_ahead_give_the_head_drawn_in_line(tiny_run, tmp_path, monkeypatch):
+    # fine-tuning draws the next batches in a thread while a step runs: same batches, same order,
+    # so the same head as drawing each batch right before its step (from the sample: VOC's path)
+    import shutil
+    from dataclasses import replace
+
+    from spp_detect.config import merge
+    from spp_detect.training import finetune as finetune_module
+    from spp_detect.training.head import load_head
+
+    cfg, run, root = tiny_run
+    cfg = merge(cfg, {"finetune": {"memory_mb": 1, "fg_per_image": 4, "bg_per_image": 8, "iterations": 12,
+                                   "val_every": 6}})
+    train, val = open_dataset(str(root), "train"), open_dataset(str(root), "val")
+    heads = {}
+    for name in ("ahead", "in_line"):
+        mine = tmp_path / name
+        shutil.copytree(run / "features", mine / "features")
+        if name == "in_line":
+            monkeypatch.setattr(finetune_module, "prefetched", lambda items, depth=2: iter(items))
+        run_finetune(replace(cfg, run=str(mine)), mine, train, val)
+        heads[name] = load_head(mine / "models" / "head.pt")[0].state_dict()
+    assert heads["ahead"].keys() == heads["in_line"].keys()
+    for k in heads["ahead"]:
+        torch.testing.assert_close(heads["ahead"][k], heads["in_line"][k], rtol=0, atol=0)
+
+
 class _Payload:
     """Unpickling this calls a function: what a crafted checkpoint would do."""
 
