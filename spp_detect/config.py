@@ -246,6 +246,8 @@ class SvmConfig:
     #   36 bytes per non-zero feature value); a fit larger than this runs alone
     workers: int = at_least(0, 0)  # classes trained in parallel processes; 0 = all cores
     device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda: where features are pooled and fc7 computed (liblinear: CPU)
+    cache: str = one_of("memory", "disk")  # memory | disk: where the cached hard negatives live (disk: a file in
+    #   RUN/models that the system pages in and out; at VOC size with the 25,600-d SPP vector they take gigabytes)
     checkpoint_minutes: float = at_least(10.0, 0.0)  # mining saves its state this often (RUN/models/svm.ckpt.h5):
     #   a killed train-svm goes on from there when run again (0: after every image)
     seed: int = 0

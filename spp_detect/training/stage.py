@@ -102,10 +102,12 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     cache = open_features(run, train_ds)
     device = resolve_device(s.device, "svm.device")
     provider, head_key = feature_provider(cfg, run, cache, s.features, device)
-    # where it runs and how often it saves its state do not change the SVMs: left out of the stamp.
+    # where it runs, where the cached rows live and how often it saves its state do not change the
+    # SVMs: left out of the stamp.
     # memory_mb can (a fit over it keeps only its class's hardest negatives), so it stays in
     stamp = {"features": features_hash(cache), "head": head_key,
-             "svm": config_hash(replace(s, workers=0, device="", checkpoint_minutes=0.0)), **scaling_stamp(cfg)}
+             "svm": config_hash(replace(s, workers=0, device="", checkpoint_minutes=0.0, cache="memory")),
+             **scaling_stamp(cfg)}
     if out.exists() and not overwrite:
         open_h5_checked(out, SVM_FORMAT, SVM_VERSION, stamp, remedy="pass --overwrite to train again").close()
         return {"skipped": True, "path": str(out)}
@@ -146,10 +148,15 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
                     retrain_every=s.retrain_every, max_negatives=s.max_negatives, fit_memory_bytes=s.memory_mb << 20,
                     workers=workers, seed=s.seed, tol=s.tol)
     ckpt = svm_checkpoint_path(run)
+    store_dir = None
+    if s.cache == "disk":
+        store_dir = ckpt.parent
+        store_dir.mkdir(parents=True, exist_ok=True)
+    settings["store_dir"] = store_dir
     if overwrite:
         ckpt.unlink(missing_ok=True)
     if ckpt.is_file():
-        state = load_checkpoint(ckpt, stamp)
+        state = load_checkpoint(ckpt, stamp, store_dir)
         seen = list(cache.image_ids[: state.images_seen])
         if state.image_ids != seen:
             raise ArtifactError(f"{ckpt}: mined images {state.image_ids[:3]}... are not the first "

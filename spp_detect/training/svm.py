@@ -213,6 +213,7 @@ class HardNegativeTrainer:
         workers: int = 1,
         seed: int = 0,
         tol: float = 0.1,
+        store_dir=None,
     ):
         self.dim = dim
         self.states = [ClassState(label=c, w=np.zeros(dim, np.float32)) for c in range(len(positives))]
@@ -227,7 +228,7 @@ class HardNegativeTrainer:
         self.negative_iou, self.hard_threshold, self.evict_threshold = negative_iou, hard_threshold, evict_threshold
         self.retrain_every, self.max_negatives = retrain_every, max_negatives
         self.fit_memory_bytes, self.workers, self.seed, self.tol = fit_memory_bytes, max(1, workers), seed, tol
-        self.store = SparseRows(dim)
+        self.store = SparseRows(dim, store_dir)  # store_dir: the cached rows in a file there, paged by the system
         self._where: dict[tuple[int, int], int] = {}  # (image ordinal, window key) -> store id
         self._key_of: dict[int, tuple[int, int]] = {}  # store id -> (image ordinal, window key)
         self._members: list[set[int]] = [set() for _ in self.states]  # store ids each class caches

@@ -61,8 +61,9 @@ def save_checkpoint(path: str | Path, state: MiningState, stamp: dict) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, stamp: dict) -> MiningState:
-    """The state saved at ``path``; one saved under another stamp is refused, naming the key."""
+def load_checkpoint(path: str | Path, stamp: dict, store_dir: str | Path | None = None) -> MiningState:
+    """The state saved at ``path``; one saved under another stamp is refused, naming the key.
+    ``store_dir``: the cached rows go to a file there (:class:`.sparse_rows.SparseRows`)."""
     path = Path(path)
     with open_h5_checked(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, stamp,
                          remedy="pass --overwrite to start the SVM training over") as h5:
@@ -73,7 +74,7 @@ def load_checkpoint(path: str | Path, stamp: dict) -> MiningState:
             starts = np.concatenate([[0], np.cumsum(counts)])
             positives = [_slice_rows(everything, int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
             del everything
-            store = SparseRows(dim)
+            store = SparseRows(dim, store_dir)
             ids = [np.zeros(0, np.int64)]
             rows = h5["rows"]
             indptr = rows["indptr"][()]

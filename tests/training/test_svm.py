@@ -212,8 +212,8 @@ def _late_positives_stream(n_classes=6, n_images=24, dim=12):
     return images
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_mining_matches_reference_with_positives_first_and_bounded_caches(workers):
+@pytest.mark.parametrize("workers,on_disk", [(1, False), (2, False), (1, True)])
+def test_mining_matches_reference_with_positives_first_and_bounded_caches(workers, on_disk, tmp_path):
     images = _late_positives_stream()
     k, dim, retrain_every, cap = 6, 12, 40, 12  # the cap binds: 7-34 negatives survive -1.2 uncapped
     positives = _positives(images, k, dim)
@@ -227,7 +227,7 @@ def test_mining_matches_reference_with_positives_first_and_bounded_caches(worker
 
     one_fit = 36 * 12 * 80  # about one class's fit here: with workers=2, mostly one fit at a time
     t = Watched(positives, dim, C=0.05, retrain_every=retrain_every, max_negatives=cap, workers=workers,
-                fit_memory_bytes=one_fit)
+                fit_memory_bytes=one_fit, store_dir=tmp_path if on_disk else None)
     for im in images:
         t.add_image(im)
     w, b = t.finish()
@@ -291,7 +291,8 @@ def test_sparse_rows_round_trip_release_and_compaction():
         store.take(ids[5:6])
 
 
-def test_sparse_rows_memory_stays_near_the_live_rows_under_churn():
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_sparse_rows_memory_stays_near_the_live_rows_under_churn(tmp_path, on_disk):
     # the miner adds hard negatives and evicts easy ones after every retrain: the store's arrays
     # must stay near the most rows it held live (compaction at a quarter dead, freed pages given
     # back), not twice or more (doubling growth, compaction only at half dead)
@@ -299,7 +300,7 @@ def test_sparse_rows_memory_stays_near_the_live_rows_under_churn():
 
     rng = np.random.default_rng(3)
     dim, per_row = 2000, 1000
-    store = SparseRows(dim)
+    store = SparseRows(dim, tmp_path if on_disk else None)
     live = np.zeros(0, np.int64)
     worst, most = 0.0, 0  # most: the largest number of live rows so far
     kept = {}  # a few rows to read back after the compactions
@@ -325,6 +326,7 @@ def test_sparse_rows_memory_stays_near_the_live_rows_under_churn():
     assert len(ids) > 10
     np.testing.assert_array_equal(store.take(ids).dense(), np.array([kept[i] for i in ids.tolist()]))
     np.testing.assert_array_equal(store.row_nnz(ids), [np.count_nonzero(kept[i]) for i in ids.tolist()])
+    assert not list(tmp_path.iterdir())  # a store's file is unlinked at once: nothing is left behind
 
 
 def test_compact_rows_use_four_bytes_per_non_zero():

@@ -445,21 +445,24 @@ def test_a_killed_train_svm_goes_on_from_its_checkpoint(tiny_run, tmp_path, monk
             raise KeyboardInterrupt
         add_image(self, image)
 
+    # (the killed run keeps its cached rows in a file: where they live changes no model)
+    on_disk = merge(cfg, {"svm": {"cache": "disk"}})
     monkeypatch.setattr(svm_module.HardNegativeTrainer, "add_image", killed_at_the_fourth_image)
     with pytest.raises(KeyboardInterrupt):
-        run_train_svm(cfg, runs["killed"], train)
+        run_train_svm(on_disk, runs["killed"], train)
     monkeypatch.setattr(svm_module.HardNegativeTrainer, "add_image", add_image)
     assert svm_checkpoint_path(runs["killed"]).is_file() and not svm_path(runs["killed"]).exists()
 
     mined = []
     monkeypatch.setattr(svm_module.HardNegativeTrainer, "add_image",
                         lambda self, image: (mined.append(image.image_id), add_image(self, image)))
-    run_train_svm(cfg, runs["killed"], train)
+    run_train_svm(on_disk, runs["killed"], train)
     assert mined == calls[3:] + [i for i in train.image_ids if i not in calls]  # the 4th image on, once each
     whole, resumed = load_svms(runs["whole"]), load_svms(runs["killed"])
     np.testing.assert_array_equal(resumed.weights, whole.weights)
     np.testing.assert_array_equal(resumed.bias, whole.bias)
     assert not svm_checkpoint_path(runs["killed"]).exists()
+    assert [p.name for p in svm_path(runs["killed"]).parent.iterdir()] == ["svm.h5"]  # no cache file left
 
     # a checkpoint of other settings is refused, not mixed in; --overwrite starts over
     from spp_detect.errors import ArtifactError
