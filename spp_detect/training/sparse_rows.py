@@ -8,22 +8,23 @@ uint16 column indices when the dimension allows, 4 bytes per non-zero instead of
 
 :class:`SparseRows` is a store of such rows shared by all classes: a window that is a hard
 negative of several classes is stored once and reference-counted; a row nobody holds any more
-is dropped, and the arrays are compacted when dropped rows outweigh live ones.
+is dropped, and the values are compacted in place once dropped ones reach a quarter of the live
+ones (the values live in memory maps, in memory or in a file: :mod:`.paged_array`).
 """
 
 from __future__ import annotations
 
-import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .paged_array import GROWTH, PagedArray
+
 BLOCK_ROWS = 2048  # rows scored at a time: bounds the temporary float64 matrix
-# the store's memory: its value arrays live in memory maps that grow without a copy (reserved
-# room costs no memory until written), and it compacts once dropped rows' values reach a quarter
-# of the live ones, giving the freed pages back: at most 1 + 1/4 of the live values are held
-GROWTH = 1.25
+# the store's memory: its values live in memory maps that grow without a copy (PagedArray), and
+# it compacts once dropped rows' values reach a quarter of the live ones, giving the freed pages
+# back: at most 1 + 1/4 of the live values are held
 DEAD_FRACTION = 0.25
 
 
@@ -95,76 +96,6 @@ def index_dtype(dim: int):
     return np.uint16 if dim <= np.iinfo(np.uint16).max + 1 else np.int32
 
 
-class _PagedArray:
-    """A 1-d array in its own memory map: in memory (anonymous) or, with ``directory``, in a file
-    there that the system pages in and out (the file is unlinked at once: it goes away with the
-    process, even a killed one). It grows without a copy where the system can remap pages (Linux
-    mremap; elsewhere it is copied once, as a numpy array would be), and :meth:`trim` gives back
-    what lies past a used prefix. Pages never written take no memory. ``array`` is the current
-    view (replaced when the map changes: keep no other view across :meth:`reserve` or :meth:`trim`)."""
-
-    def __init__(self, dtype, directory: str | Path | None = None):
-        self.dtype = np.dtype(dtype)
-        self.directory = directory
-        self._map: mmap.mmap | None = None
-        self.array = np.zeros(0, self.dtype)
-
-    def reserve(self, n: int) -> None:
-        """Room for at least ``n`` items (geometric growth, :data:`GROWTH`)."""
-        if n > len(self.array):
-            self._remap(_page_ceil(max(n, int(GROWTH * len(self.array))) * self.dtype.itemsize))
-
-    def trim(self, used: int) -> None:
-        """Give back what lies past the first ``used`` items (their content is lost)."""
-        size = _page_ceil(used * self.dtype.itemsize)
-        if self._map is not None and size < len(self._map):
-            self._remap(size, copy_if_needed=False)
-
-    def resident_bound(self, used: int) -> int:
-        """Bytes of memory the array can hold when only its first ``used`` items were written
-        since the last :meth:`trim` (whole pages)."""
-        return _page_ceil(used * self.dtype.itemsize)
-
-    def _remap(self, size: int, copy_if_needed: bool = True) -> None:
-        old, keep = self._map, min(len(self.array) * self.dtype.itemsize, size)
-        self.array = np.zeros(0, self.dtype)  # a map cannot be resized while a view of it exists
-        if old is None:
-            self._map = self._new_map(size)
-        else:
-            try:
-                old.resize(size)
-            except (OSError, SystemError, ValueError, BufferError):  # no remapping here
-                if copy_if_needed:
-                    self._map = self._new_map(size)
-                    np.frombuffer(self._map, np.uint8)[:keep] = np.frombuffer(old, np.uint8)[:keep]
-                    old.close()
-        self.array = np.frombuffer(self._map, self.dtype)
-
-    def _new_map(self, size: int) -> mmap.mmap:
-        if self.directory is None:
-            # private: a shared anonymous map is a fixed-size memory file, and pages past its
-            # first size fault (SIGBUS) after a remap; a private one grows
-            flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
-            return mmap.mmap(-1, size, flags=flags) if flags else mmap.mmap(-1, size)
-        import os
-        import tempfile
-
-        fd, name = tempfile.mkstemp(prefix=".svm-negatives-", dir=self.directory)
-        try:
-            os.unlink(name)  # (Windows cannot unlink an open file: it stays until the map is closed)
-        except OSError:
-            pass
-        try:
-            os.ftruncate(fd, size)
-            return mmap.mmap(fd, size)
-        finally:
-            os.close(fd)  # the map keeps its own handle
-
-
-def _page_ceil(nbytes: int) -> int:
-    return -(-max(nbytes, 1) // mmap.PAGESIZE) * mmap.PAGESIZE
-
-
 class SparseRows:
     """A growing, reference-counted store of :class:`CompactRows` rows, addressed by stable ids.
 
@@ -174,12 +105,12 @@ class SparseRows:
 
     def __init__(self, dim: int, directory: str | Path | None = None):
         """``directory``: keep the values in a file there, paged by the system, instead of in
-        memory (see :class:`_PagedArray`)."""
+        memory (see :class:`.paged_array.PagedArray`)."""
         self.dim = dim
         self._indptr = np.zeros(1, np.int64)  # row r's values: [_indptr[r], _indptr[r + 1])
         # the values and their column indices: nearly all of the store's memory
-        self._index_pages = _PagedArray(index_dtype(dim), directory)
-        self._value_pages = _PagedArray(np.float16, directory)
+        self._index_pages = PagedArray(index_dtype(dim), directory)
+        self._value_pages = PagedArray(np.float16, directory)
         self._nnz = 0  # used part of _indices / _data (the rest is reserved room or given back)
         self._high = 0  # values written since the last trim: what the value pages can hold
         self._rows = 0
