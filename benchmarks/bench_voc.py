@@ -358,7 +358,13 @@ def proposal_seconds(root: Path, key: str, splits: dict) -> str:
 def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     s = bench.results["steps"].get(key, {})
     if not s.get("done"):
-        return f"not finished: {s['note']}" if s.get("note") else "-"
+        if s.get("note"):
+            return f"not finished: {s['note']}"
+        if s.get("partial_seconds"):
+            peaks = ", ".join(f"{p[0] / 1024:.1f} GB" for p in s.get("attempt_peaks_mb", []))
+            return (f"not finished: {s['partial_seconds']:.0f} s so far in {s.get('attempts', 1)} runs"
+                    + (f" (peak of each run: {peaks})" if peaks else ""))
+        return "-"
     note = ""
     if s.get("resumed"):  # earlier records hold the last attempt's time only
         note = (f" (in {s['attempts']} runs, each going on from the last one's checkpoint: the time is their sum)"
