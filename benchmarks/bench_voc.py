@@ -113,9 +113,11 @@ class Bench:
                                   attempt_peaks_mb=[*prior_peaks, [peak / 2**20, peak_anon / 2**20]])
                 self.save()
                 last_save = time.perf_counter()
-        if proc.returncode != 0:
-            raise SystemExit(f"[{key}] failed with exit {proc.returncode}")
         peaks = [*prior_peaks, [peak / 2**20, peak_anon / 2**20]]
+        if proc.returncode != 0:  # its time and peak stay recorded: a rerun adds to them
+            steps[key].update(partial_seconds=prior_s + time.perf_counter() - t0, attempt_peaks_mb=peaks)
+            self.save()
+            raise SystemExit(f"[{key}] failed with exit {proc.returncode}")
         steps[key] = {"done": True, "seconds": prior_s + time.perf_counter() - t0,
                       "peak_rss_mb": max(p[0] for p in peaks), "peak_anon_mb": max(p[1] for p in peaks),
                       "resumed": resumed, "attempts": attempts, "memory": "pss", "cmd": " ".join(args)}
