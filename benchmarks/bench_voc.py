@@ -103,21 +103,24 @@ class Bench:
         self.save()
         print(f"[{key}] spp-detect {' '.join(args)}", flush=True)
         t0 = last_save = time.perf_counter()
+
+        def record_partial():  # so that a killed or failed attempt's time and peak are kept
+            steps[key].update(partial_seconds=prior_s + time.perf_counter() - t0,
+                              attempt_peaks_mb=[*prior_peaks, [peak / 2**20, peak_anon / 2**20]])
+            self.save()
+
         proc = subprocess.Popen([str(Path(sys.executable).parent / "spp-detect"), *args], cwd=REPO)
         while proc.poll() is None:
             rss, anon = tree_rss_bytes(proc.pid)
             peak, peak_anon = max(peak, rss), max(peak_anon, anon)
             time.sleep(0.5)
             if time.perf_counter() - last_save > 30:
-                steps[key].update(partial_seconds=prior_s + time.perf_counter() - t0,
-                                  attempt_peaks_mb=[*prior_peaks, [peak / 2**20, peak_anon / 2**20]])
-                self.save()
+                record_partial()
                 last_save = time.perf_counter()
-        peaks = [*prior_peaks, [peak / 2**20, peak_anon / 2**20]]
-        if proc.returncode != 0:  # its time and peak stay recorded: a rerun adds to them
-            steps[key].update(partial_seconds=prior_s + time.perf_counter() - t0, attempt_peaks_mb=peaks)
-            self.save()
+        if proc.returncode != 0:  # a rerun adds to its time and peaks
+            record_partial()
             raise SystemExit(f"[{key}] failed with exit {proc.returncode}")
+        peaks = [*prior_peaks, [peak / 2**20, peak_anon / 2**20]]
         steps[key] = {"done": True, "seconds": prior_s + time.perf_counter() - t0,
                       "peak_rss_mb": max(p[0] for p in peaks), "peak_anon_mb": max(p[1] for p in peaks),
                       "resumed": resumed, "attempts": attempts, "memory": "pss", "cmd": " ".join(args)}
@@ -357,13 +360,17 @@ def proposal_seconds(root: Path, key: str, splits: dict) -> str:
     return f"; selective search {np.nanmean(sec):.2f} s per image per worker ({len(sec)} images)"
 
 
+def _run_peaks(step: dict) -> str:
+    return ", ".join(f"{p[0] / 1024:.1f} GB" for p in step.get("attempt_peaks_mb", []))
+
+
 def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     s = bench.results["steps"].get(key, {})
     if not s.get("done"):
         if s.get("note"):
             return f"not finished: {s['note']}"
         if s.get("partial_seconds"):
-            peaks = ", ".join(f"{p[0] / 1024:.1f} GB" for p in s.get("attempt_peaks_mb", []))
+            peaks = _run_peaks(s)
             return (f"not finished: {s['partial_seconds']:.0f} s so far in {s.get('attempts', 1)} runs"
                     + (f" (peak of each run: {peaks})" if peaks else ""))
         return "-"
@@ -374,7 +381,7 @@ def seconds_per_image(bench: Bench, key: str, n_images: int) -> str:
     note += f"; {s['note']}" if s.get("note") else ""
     memory = ""
     if len(s.get("attempt_peaks_mb", [])) > 1:
-        note += "; peak of each run: " + ", ".join(f"{p[0] / 1024:.1f} GB" for p in s["attempt_peaks_mb"])
+        note += "; peak of each run: " + _run_peaks(s)
     if s.get("peak_rss_mb") is not None:
         # steps recorded before 2026-12-01 summed RSS over the processes (forked pages counted per process)
         how = "proportional set size" if s.get("memory") == "pss" else "RSS"

@@ -112,7 +112,6 @@ class SparseRows:
         self._index_pages = PagedArray(index_dtype(dim), directory)
         self._value_pages = PagedArray(np.float16, directory)
         self._nnz = 0  # used part of _indices / _data (the rest is reserved room or given back)
-        self._high = 0  # values written since the last trim: what the value pages can hold
         self._rows = 0
         self._row_id = np.zeros(0, np.int64)  # row -> id
         self._refs = np.zeros(0, np.int32)  # per row
@@ -135,9 +134,9 @@ class SparseRows:
 
     @property
     def nbytes(self) -> int:
-        """Memory the store's arrays can hold: the pages of values written since they were last
-        given back, and the row arrays (allocated)."""
-        pages = self._index_pages.resident_bound(self._high) + self._value_pages.resident_bound(self._high)
+        """Memory the store's arrays can hold: the pages of the values stored since the last
+        compaction gave the rest back (dropped ones included), and the row arrays (allocated)."""
+        pages = self._index_pages.resident_bound(self._nnz) + self._value_pages.resident_bound(self._nnz)
         return pages + sum(a.nbytes for a in (self._indptr, self._row_id, self._refs, self._pos))
 
     # ------------------------------------------------------------------ rows
@@ -221,7 +220,6 @@ class SparseRows:
     def _reserve(self, nnz: int, rows: int) -> None:
         self._index_pages.reserve(nnz)
         self._value_pages.reserve(nnz)
-        self._high = max(self._high, nnz)
         if rows + 1 > len(self._indptr):
             self._indptr = _grown(self._indptr, rows + 1)
         if rows > len(self._refs):
@@ -251,7 +249,6 @@ class SparseRows:
         # live rows, not the most it ever held
         self._index_pages.trim(at)
         self._value_pages.trim(at)
-        self._high = at
 
 
 def _runs(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:

@@ -10,7 +10,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..artifacts.layout import bbox_path, features_path, head_path, svm_checkpoint_path, svm_path
+from ..artifacts.layout import (
+    bbox_path,
+    features_path,
+    head_path,
+    models_dir,
+    svm_checkpoint_path,
+    svm_path,
+)
 from ..config import PipelineConfig, config_hash
 from ..datasets.base import DetectionDataset
 from ..features.stage import features_hash, open_features, scaling_stamp, weights_source
@@ -94,7 +101,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     from ..errors import ArtifactError
     from ..progress import progress
     from .prefetch import prefetched
-    from .svm import HardNegativeTrainer, SvmImage, gather_positives, window_keys
+    from .svm import HardNegativeTrainer, SvmImage, gather_positives, mine, window_keys
     from .svm_checkpoint import load_checkpoint, save_checkpoint
 
     s = cfg.svm
@@ -150,7 +157,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     ckpt = svm_checkpoint_path(run)
     store_dir = None
     if s.cache == "disk":
-        store_dir = ckpt.parent
+        store_dir = models_dir(run)
         store_dir.mkdir(parents=True, exist_ok=True)
     settings["store_dir"] = store_dir
     if overwrite:
@@ -171,14 +178,14 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
         trainer = HardNegativeTrainer(pos, provider.dim, **settings)
         del pos
     saved = time.monotonic()
-    for image in prefetched(images(trainer.images_seen)):
-        trainer.add_image(image)
-        if time.monotonic() - saved >= 60 * s.checkpoint_minutes and trainer.images_seen < len(cache.image_ids):
-            save_checkpoint(ckpt, trainer.state(), stamp)
+
+    def checkpoint(t):
+        nonlocal saved
+        if time.monotonic() - saved >= 60 * s.checkpoint_minutes and t.images_seen < len(cache.image_ids):
+            save_checkpoint(ckpt, t.state(), stamp)
             saved = time.monotonic()
-    w, b = trainer.finish()
-    logs = [st.log for st in trainer.states]
-    memory = {"peak_cached_negatives": trainer.peak_store_rows, "store_mb": trainer.store.nbytes / 2**20}
+
+    w, b, logs, memory = mine(trainer, prefetched(images(trainer.images_seen)), after_image=checkpoint)
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
             write_stamp(h5, SVM_FORMAT, SVM_VERSION, stamp)

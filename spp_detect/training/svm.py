@@ -497,17 +497,25 @@ def gather_positives(windows: Iterable[tuple[np.ndarray, np.ndarray]], n_classes
     return [CompactRows.concat(p, dim) for p in parts]
 
 
-def train_svms(positives: list, images: Iterable[SvmImage], dim: int, **kwargs) -> tuple[np.ndarray, np.ndarray, list[list[dict]], dict]:
-    """Mine over ``images`` with every class's ``positives`` known up front.
+def mine(trainer: HardNegativeTrainer, images: Iterable[SvmImage],
+         after_image=None) -> tuple[np.ndarray, np.ndarray, list[list[dict]], dict]:
+    """Mine over ``images`` with ``trainer`` (new, or resumed from a checkpoint), calling
+    ``after_image(trainer)`` after each image, then the final retrain.
 
     Returns ``(W (K, D), b (K,), per-class retrain logs, memory summary)``.
     """
-    trainer = HardNegativeTrainer(positives, dim, **kwargs)
     for image in images:
         trainer.add_image(image)
+        if after_image is not None:
+            after_image(trainer)
     w, b = trainer.finish()
     summary = {"peak_cached_negatives": trainer.peak_store_rows, "store_mb": trainer.store.nbytes / 2**20}
     return w, b, [s.log for s in trainer.states], summary
+
+
+def train_svms(positives: list, images: Iterable[SvmImage], dim: int, **kwargs) -> tuple[np.ndarray, np.ndarray, list[list[dict]], dict]:
+    """Mine over ``images`` with every class's ``positives`` known up front (see :func:`mine`)."""
+    return mine(HardNegativeTrainer(positives, dim, **kwargs), images)
 
 
 def window_keys(rects: np.ndarray, scale: np.ndarray) -> np.ndarray:
