@@ -144,8 +144,12 @@ def link(src: Path, dst: Path) -> None:
 # one column of the table
 
 
-def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[str], share_proposals: Path | None):
-    """Every row of one column; returns ``{row: eval json path}``."""
+def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[str], share_proposals: Path | None,
+               rows: tuple[str, ...] = ("pool", "fc7", "fc7_bbox")):
+    """The ``rows`` of one column (proposals and features first); returns ``{row: run folder}``.
+
+    The SPP-vector row runs first: it needs only proposals and features, not fine-tuning.
+    """
     main = bench.root / name
     cfg = ["--config", str(PIPELINE), *sets, "--set", f"extract.scales=[{scales}]"]
     if share_proposals is not None:
@@ -155,34 +159,39 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
     for role in ("train", "val", "test"):
         bench.step(f"{name}/extract/{role}", ["extract", *cfg, "--run", str(main), "--split", splits[role]])
     test = ["--split", splits["test"]]
-    # fine-tuned fc7 + box regression (the main row)
-    # --resume: an interrupted fine-tuning goes on from its checkpoint (the step runs only while
-    # head.pt is not finished, so nothing finished is replaced)
-    bench.step(f"{name}/finetune", ["finetune", *cfg, "--run", str(main), "--resume"])
-    bench.step(f"{name}/train-svm/fc7", ["train-svm", *cfg, "--run", str(main), "--features", "fc7"])
-    bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(main)])
-    bench.step(f"{name}/detect/fc7_bbox", ["detect", *cfg, "--run", str(main), *test])
-    bench.step(f"{name}/eval/fc7_bbox", ["eval", *cfg, "--run", str(main), *test, "--metric", "voc07"])
-    out = {"fc7_bbox": main}
-    # fine-tuned fc7 without box regression: the same models
-    fc7 = bench.root / f"{name}_fc7"
-    for part in ("proposals", "features", "models"):
-        link(main / part, fc7 / part)
     nobb = [*cfg, "--set", "detect.bbox_regression=false"]
-    bench.step(f"{name}/detect/fc7", ["detect", *nobb, "--run", str(fc7), *test])
-    bench.step(f"{name}/eval/fc7", ["eval", *nobb, "--run", str(fc7), *test, "--metric", "voc07"])
-    out["fc7"] = fc7
-    # SVMs on the SPP vector itself, no fine-tuning, no box regression
-    pool = bench.root / f"{name}_pool"
-    for part in ("proposals", "features"):
-        link(main / part, pool / part)
-    # the cached hard negatives of the 25,600-d SPP vector take gigabytes: kept in a file the
-    # system pages (svm.cache), so the allocated memory stays bounded
-    pooled = [*nobb, "--set", 'svm.features="pool"', "--set", 'svm.cache="disk"']
-    bench.step(f"{name}/train-svm/pool", ["train-svm", *pooled, "--run", str(pool)])
-    bench.step(f"{name}/detect/pool", ["detect", *pooled, "--run", str(pool), *test])
-    bench.step(f"{name}/eval/pool", ["eval", *pooled, "--run", str(pool), *test, "--metric", "voc07"])
-    out["pool"] = pool
+    out = {}
+    if "pool" in rows:
+        # SVMs on the SPP vector itself, no fine-tuning, no box regression
+        pool = bench.root / f"{name}_pool"
+        for part in ("proposals", "features"):
+            link(main / part, pool / part)
+        # the cached hard negatives of the 25,600-d SPP vector take gigabytes: kept in a file the
+        # system pages (svm.cache), so the allocated memory stays bounded
+        pooled = [*nobb, "--set", 'svm.features="pool"', "--set", 'svm.cache="disk"']
+        bench.step(f"{name}/train-svm/pool", ["train-svm", *pooled, "--run", str(pool)])
+        bench.step(f"{name}/detect/pool", ["detect", *pooled, "--run", str(pool), *test])
+        bench.step(f"{name}/eval/pool", ["eval", *pooled, "--run", str(pool), *test, "--metric", "voc07"])
+        out["pool"] = pool
+    if "fc7" in rows or "fc7_bbox" in rows:
+        # fine-tuned fc7 + box regression (the main row)
+        # --resume: an interrupted fine-tuning goes on from its checkpoint (the step runs only while
+        # head.pt is not finished, so nothing finished is replaced)
+        bench.step(f"{name}/finetune", ["finetune", *cfg, "--run", str(main), "--resume"])
+        bench.step(f"{name}/train-svm/fc7", ["train-svm", *cfg, "--run", str(main), "--features", "fc7"])
+    if "fc7_bbox" in rows:
+        bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(main)])
+        bench.step(f"{name}/detect/fc7_bbox", ["detect", *cfg, "--run", str(main), *test])
+        bench.step(f"{name}/eval/fc7_bbox", ["eval", *cfg, "--run", str(main), *test, "--metric", "voc07"])
+        out["fc7_bbox"] = main
+    if "fc7" in rows:
+        # fine-tuned fc7 without box regression: the same models
+        fc7 = bench.root / f"{name}_fc7"
+        for part in ("proposals", "features", "models"):
+            link(main / part, fc7 / part)
+        bench.step(f"{name}/detect/fc7", ["detect", *nobb, "--run", str(fc7), *test])
+        bench.step(f"{name}/eval/fc7", ["eval", *nobb, "--run", str(fc7), *test, "--metric", "voc07"])
+        out["fc7"] = fc7
     return {row: folder / "eval" / f"{splits['test']}.json" for row, folder in out.items()}
 
 
@@ -496,11 +505,18 @@ def main() -> int:
     ap.add_argument("--rcnn-train", type=int, default=300, help="subset: first N training images")
     ap.add_argument("--rcnn-test", type=int, default=200, help="subset: first N test images")
     ap.add_argument("--report-only", action="store_true", help="write the report from what exists; run nothing")
+    ap.add_argument("--rows", default="pool,fc7,fc7_bbox",
+                    help="rows of the table to run, comma-separated (pool, fc7, fc7_bbox; the SPP-vector row first)")
     args = ap.parse_args()
     data_root = SHARED / "data"
     weights = SHARED / "weights" / "squeezenet1_0-imagenet-caffe.pth"
     if not (data_root / "VOCdevkit" / "VOC2007").is_dir() or not weights.is_file():
         print(f"needs {data_root}/VOCdevkit/VOC2007 and {weights} (set SPP_SHARED)", file=sys.stderr)
+        return 2
+    rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
+    unknown = sorted(set(rows) - {r for r, _ in ROWS})
+    if unknown:
+        print(f"--rows: unknown row(s) {', '.join(unknown)} (known: {', '.join(r for r, _ in ROWS)})", file=sys.stderr)
         return 2
     started = time.perf_counter()
     args.root.mkdir(parents=True, exist_ok=True)
@@ -520,7 +536,7 @@ def main() -> int:
     for name, scales, share in plans.values():
         if not args.report_only:
             try:
-                run_column(bench, name, scales, splits, sets, share)
+                run_column(bench, name, scales, splits, sets, share, rows)
             finally:
                 write_report(bench, columns, splits, counts, started)
         main_eval = args.root / name / "eval" / f"{args.test_split}.json"
