@@ -234,6 +234,9 @@ class SvmConfig:
     C: float = within(0.001, 0.0, math.inf, low_open=True)
     positive_weight: float = within(2.0, 0.0, math.inf, low_open=True)
     bias_feature: float = at_least(10.0, 0.0)
+    solver: str = one_of("dcd", "liblinear")  # dcd: liblinear's dual coordinate descent, started from the
+    #   last fit's dual variables (spp_detect/training/dual_cd.py) | liblinear: liblinear itself (scikit-learn),
+    #   from zero every fit; the same objective and stopping rule
     tol: float = within(0.1, 0.0, math.inf, low_open=True)  # liblinear's stopping tolerance (largest violation of
     #   the dual's optimality conditions); 0.1 is liblinear's default for this solver, as R-CNN ran it
     negative_iou: float = within(0.3, 0.0, 1.0, low_open=True)  # negatives: IoU < this with every ground-truth box of the class

@@ -153,7 +153,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     settings = dict(C=s.C, positive_weight=s.positive_weight, bias_feature=s.bias_feature,
                     negative_iou=s.negative_iou, hard_threshold=s.hard_threshold, evict_threshold=s.evict_threshold,
                     retrain_every=s.retrain_every, max_negatives=s.max_negatives, fit_memory_bytes=s.memory_mb << 20,
-                    workers=workers, seed=s.seed, tol=s.tol)
+                    workers=workers, seed=s.seed, tol=s.tol, solver=s.solver)
     ckpt = svm_checkpoint_path(run)
     store_dir = None
     if s.cache == "disk":

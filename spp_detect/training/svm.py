@@ -14,14 +14,17 @@ The mining is R-CNN's (rcnn_train.m), as the released SPP code runs it:
   dropped. A window seen twice in an image (same conv5 rectangle at the same scale) counts
   once; windows of different images are different negatives even when their rectangles agree.
 
-Solver: scikit-learn's ``LinearSVC`` (liblinear, L2-regularised hinge loss solved in the dual,
-``loss="hinge"``), ``C`` = 0.001, positive-class weight 2, and liblinear's bias feature of value
-10 (``intercept_scaling``: the learned bias weight times 10 is the final bias, and it is
-regularised, exactly as the released code's liblinear call). Features arrive norm-scaled. As
-R-CNN does, liblinear gets a SPARSE matrix (positives first, then negatives): post-ReLU features
-are mostly zeros, and liblinear's memory and time follow the non-zeros. A fit that reaches
-liblinear's iteration cap (:data:`MAX_ITER`) is logged as a warning naming the class and the
-retrain, and recorded (``converged``) in that class's retrain log.
+Solver: liblinear's L2-regularised hinge loss solved in the dual, ``C`` = 0.001, positive-class
+weight 2, and liblinear's bias feature of value 10 (the learned bias weight times 10 is the
+final bias, and it is regularised, exactly as the released code's liblinear call). Two
+implementations of it (``solver``): ``"liblinear"``, scikit-learn's ``LinearSVC`` (liblinear
+itself, ``loss="hinge"``, ``intercept_scaling``), the solver of record; and ``"dcd"`` (the
+default), liblinear's algorithm in :mod:`.dual_cd`, started from the last fit's dual variables
+(liblinear always starts from zero: mining refits mostly the same rows again and again) and run
+in threads. Features arrive norm-scaled. As R-CNN does, the solver gets SPARSE rows (positives
+first, then negatives): post-ReLU features are mostly zeros, and its memory and time follow the
+non-zeros. A fit that reaches the iteration cap (:data:`MAX_ITER`) is logged as a warning naming
+the class and the retrain, and recorded (``converged``) in that class's retrain log.
 
 Memory is bounded by design (see :class:`HardNegativeTrainer`): caches are sparse float16 rows
 shared by the classes, each class's cache is capped, and fits run in parallel only as far as a
@@ -40,6 +43,7 @@ from .sparse_rows import CompactRows, SparseRows
 
 log = logging.getLogger(__name__)
 
+SOLVERS = ("dcd", "liblinear")
 MAX_ITER = 10000  # liblinear's iteration cap per fit; reaching it means the fit did not converge
 # bytes a fit takes per non-zero of its rows: liblinear's own copy (16: an int index and a double
 # per value), the float64 CSR it is handed (12), the compact rows received by the worker (4) and
@@ -123,9 +127,15 @@ def _fit_task(pos: CompactRows, neg: CompactRows, c: float, positive_weight: flo
     return w, b, objective, converged, scores[len(pos):]
 
 
-def fit_bytes(pos: CompactRows, neg: CompactRows) -> int:
-    """Memory one fit takes (see :data:`FIT_BYTES_PER_NONZERO`)."""
-    return FIT_BYTES_PER_NONZERO * (pos.nnz + neg.nnz + 2 * (len(pos) + len(neg)))
+def fit_bytes(pos: CompactRows, neg: CompactRows, solver: str = "liblinear") -> int:
+    """Memory one fit takes (see :data:`FIT_BYTES_PER_NONZERO`, :data:`.dual_cd.BYTES_PER_NONZERO`)."""
+    return _bytes_per_nonzero(solver) * (pos.nnz + neg.nnz + 2 * (len(pos) + len(neg)))
+
+
+def _bytes_per_nonzero(solver: str) -> int:
+    from .dual_cd import BYTES_PER_NONZERO
+
+    return BYTES_PER_NONZERO if solver == "dcd" else FIT_BYTES_PER_NONZERO
 
 
 @dataclass
@@ -137,6 +147,10 @@ class ClassState:
     b: float = -1.0
     positives: CompactRows | None = None
     neg_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # the last fit's dual variables (solver "dcd": the next fit starts from them), of the
+    # positives and of each cached negative (aligned with neg_ids; 0 for one cached since)
+    alpha_pos: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    alpha_neg: np.ndarray = field(default_factory=lambda: np.zeros(0))
     new_since_retrain: int = 0
     retrains: int = 0
     frozen: bool = False  # its fit collapsed: it keeps its model and mines no more
@@ -174,6 +188,7 @@ class MiningState:
     row_image: np.ndarray
     row_key: np.ndarray
     caches: list[np.ndarray]
+    alphas: list[np.ndarray]  # per class, the dual variables of its positives then of its cache
 
 
 class HardNegativeTrainer:
@@ -195,6 +210,9 @@ class HardNegativeTrainer:
       ``fit_memory_bytes`` (:func:`fit_bytes`); a class whose fit alone would not fit keeps only
       its hardest negatives for it (with a warning), and each class's rows are gathered only when
       its fit starts. The trainer's peak is the store, the positives and ``fit_memory_bytes``.
+
+    ``solver``: ``"dcd"`` (warm-started, fits in threads) or ``"liblinear"`` (fits in processes);
+    see the module's docstring.
     """
 
     def __init__(
@@ -214,7 +232,11 @@ class HardNegativeTrainer:
         seed: int = 0,
         tol: float = 0.1,
         store_dir=None,
+        solver: str = "dcd",
     ):
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown SVM solver {solver!r} (choices: {', '.join(SOLVERS)})")
+        self.solver = solver
         self.dim = dim
         self.states = [ClassState(label=c, w=np.zeros(dim, np.float32)) for c in range(len(positives))]
         for st, pos in zip(self.states, positives, strict=True):
@@ -255,6 +277,7 @@ class HardNegativeTrainer:
             frozen=np.array([st.frozen for st in self.states], bool), logs=[list(st.log) for st in self.states],
             store=self.store, row_ids=ids, row_image=where[:, 0], row_key=where[:, 1],
             caches=[np.searchsorted(ids, st.neg_ids) for st in self.states],
+            alphas=[np.concatenate([st.alpha_pos, st.alpha_neg]) for st in self.states],
         )
 
     @classmethod
@@ -268,6 +291,8 @@ class HardNegativeTrainer:
         for k, st in enumerate(trainer.states):
             st.w, st.b = state.weights[k].astype(np.float32), float(state.bias[k])
             st.neg_ids = state.row_ids[state.caches[k]]
+            n_pos = len(state.alphas[k]) - len(st.neg_ids)
+            st.alpha_pos, st.alpha_neg = state.alphas[k][:n_pos].copy(), state.alphas[k][n_pos:].copy()
             st.new_since_retrain, st.retrains = int(state.new_since_retrain[k]), int(state.retrains[k])
             st.frozen, st.log = bool(state.frozen[k]), list(state.logs[k])
             trainer.store.retain(st.neg_ids)
@@ -336,6 +361,7 @@ class HardNegativeTrainer:
             self.store.retain(fresh)
             members.update(fresh.tolist())
             st.neg_ids = np.concatenate([st.neg_ids, fresh])
+            st.alpha_neg = np.concatenate([st.alpha_neg, np.zeros(len(fresh))])
             st.new_since_retrain += len(fresh)
         if len(ids):
             self._drop(self.store.release(ids))  # the hold taken above: rows no class took are gone
@@ -357,10 +383,10 @@ class HardNegativeTrainer:
     def _fit_within_budget(self, st: ClassState) -> None:
         """Trim a class's cache to its hardest negatives when its fit would not fit in the budget.
 
-        liblinear copies its rows (:data:`FIT_BYTES_PER_NONZERO`), so a fit's memory follows its
-        rows' non-zeros; keeping it within ``fit_memory_bytes`` keeps the whole trainer bounded.
+        A fit copies its rows (:func:`fit_bytes`), so its memory follows its rows' non-zeros;
+        keeping it within ``fit_memory_bytes`` keeps the whole trainer bounded.
         """
-        cost = FIT_BYTES_PER_NONZERO * (self.store.row_nnz(st.neg_ids) + 2)  # per negative
+        cost = _bytes_per_nonzero(self.solver) * (self.store.row_nnz(st.neg_ids) + 2)  # per negative
         need = self._positives_bytes(st) + int(cost.sum())
         if not len(st.neg_ids) or need <= self.fit_memory_bytes:
             return
@@ -369,19 +395,19 @@ class HardNegativeTrainer:
         k = int(np.searchsorted(np.cumsum(cost[order]), room, side="right"))
         keep = np.zeros(len(st.neg_ids), bool)
         keep[order[:k]] = True
-        log.warning("class %d: %d cached negatives would take %.1f GB in liblinear, over svm.memory_mb (%d MB); "
+        log.warning("class %d: %d cached negatives would take %.1f GB in the fit, over svm.memory_mb (%d MB); "
                     "the %d hardest are kept for this fit", st.label, len(st.neg_ids),
                     need / 1e9, self.fit_memory_bytes >> 20, k)
         self._evict(st, keep)
 
-    @staticmethod
-    def _positives_bytes(st: ClassState) -> int:
+    def _positives_bytes(self, st: ClassState) -> int:
         """A fit's memory for the class's positives (see :func:`fit_bytes`)."""
-        return FIT_BYTES_PER_NONZERO * (st.positives.nnz + 2 * len(st.positives))
+        return _bytes_per_nonzero(self.solver) * (st.positives.nnz + 2 * len(st.positives))
 
     def _evict(self, st: ClassState, keep: np.ndarray) -> None:
         evicted = st.neg_ids[~keep]
         st.neg_ids = st.neg_ids[keep]
+        st.alpha_neg = st.alpha_neg[keep]
         self._members[st.label].difference_update(evicted.tolist())
         self._drop(self.store.release(evicted))
 
@@ -390,40 +416,56 @@ class HardNegativeTrainer:
             self._fit_within_budget(st)
         if self.workers == 1 or len(states) == 1:
             for st in states:
-                pos, neg = st.positives, self.store.take(st.neg_ids)
-                self._apply(st, _fit_task(pos, neg, *self._solver_args()), len(neg))
+                self._apply(st, self._task(st)(), len(st.neg_ids))
             return
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures import (
+            FIRST_COMPLETED,
+            ProcessPoolExecutor,
+            ThreadPoolExecutor,
+            wait,
+        )
 
         if self._pool is None:
-            import multiprocessing
+            if self.solver == "dcd":  # the compiled loop releases the GIL: threads share the rows
+                self._pool = ThreadPoolExecutor(self.workers)
+            else:
+                import multiprocessing
 
-            # not forked: a forked worker keeps the miner's memory of that moment (the store, the
-            # positives: gigabytes at VOC size) as its own once the miner's copy changes
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+                # not forked: a forked worker keeps the miner's memory of that moment (the store,
+                # the positives: gigabytes at VOC size) as its own once the miner's copy changed
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
         queue, running, in_flight = list(states), {}, 0
         while queue or running:
             # start fits while they fit in the memory budget (always at least one)
             while queue and len(running) < self.workers:
                 st = queue[0]
-                need = self._positives_bytes(st) + FIT_BYTES_PER_NONZERO * int(
+                need = self._positives_bytes(st) + _bytes_per_nonzero(self.solver) * int(
                     (self.store.row_nnz(st.neg_ids) + 2).sum())
                 if running and in_flight + need > self.fit_memory_bytes:
                     break
                 queue.pop(0)
-                neg = self.store.take(st.neg_ids)
-                fut = self._pool.submit(_fit_task, st.positives, neg, *self._solver_args())
-                running[fut] = (st, need, len(neg))
+                task = self._task(st)
+                fut = self._pool.submit(task.func, *task.args, **task.keywords)
+                running[fut] = (st, need, len(st.neg_ids))
                 in_flight += need
-                del neg
+                del task
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 st, need, n_neg = running.pop(fut)
                 in_flight -= need
                 self._apply(st, fut.result(), n_neg)
 
-    def _solver_args(self) -> tuple:
-        return self.C, self.positive_weight, self.bias_feature, self.seed, self.tol
+    def _task(self, st: ClassState):
+        """The fit of ``st``'s positives and cache, as a call to run (here or in a worker)."""
+        from functools import partial
+
+        neg = self.store.take(st.neg_ids)
+        args = (st.positives, neg, self.C, self.positive_weight, self.bias_feature, self.seed, self.tol)
+        if self.solver == "dcd":
+            from . import dual_cd
+
+            return partial(dual_cd.fit, *args, alpha_pos=st.alpha_pos, alpha_neg=st.alpha_neg, max_iter=MAX_ITER)
+        return partial(_fit_task, *args)
 
     def collapsed(self, st: ClassState, objective: float) -> bool:
         """Whether a fit is (all but) the trivial solution w = 0, b = -1.
@@ -446,8 +488,10 @@ class HardNegativeTrainer:
         each would make it retrain after every image) and its cache is dropped. A warning says so
         (a larger ``svm.C`` may separate such a class).
         """
-        w, b, objective, converged, neg_scores = result
+        w, b, objective, converged, neg_scores = result[:5]
         collapsed = bool(self.collapsed(st, objective)) and st.retrains > 0
+        if len(result) > 5 and not collapsed:  # the dual variables the next fit starts from
+            st.alpha_pos, st.alpha_neg = result[5], result[6]
         if collapsed:
             log.warning("class %d retrain %d: the fit collapsed to the trivial solution (objective %.4f, every "
                         "window scored -1): the class keeps its previous model and mines no more; its features do "

@@ -25,7 +25,7 @@ from .sparse_rows import CompactRows, SparseRows, index_dtype
 from .svm import MiningState
 
 CHECKPOINT_FORMAT = "spp-detect/svm-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the dual variables of each class (the next fit's start)
 BLOCK_ROWS = 4096  # rows copied at a time between the store and the file
 
 
@@ -45,6 +45,8 @@ def save_checkpoint(path: str | Path, state: MiningState, stamp: dict) -> Path:
             h5.create_dataset(name, data=getattr(state, name))
         h5.create_dataset("cache_sizes", data=np.array([len(c) for c in state.caches], np.int64))
         h5.create_dataset("caches", data=np.concatenate(state.caches + [np.zeros(0, np.int64)]).astype(np.int64))
+        h5.create_dataset("alpha_sizes", data=np.array([len(a) for a in state.alphas], np.int64))
+        h5.create_dataset("alphas", data=np.concatenate(state.alphas + [np.zeros(0)]).astype(np.float64))
         pos = state.positives
         h5.create_dataset("positive_counts", data=np.array([len(p) for p in pos], np.int64))
         _write_rows(h5.create_group("positives"), CompactRows.concat(pos, state.dim))
@@ -86,6 +88,8 @@ def load_checkpoint(path: str | Path, stamp: dict, store_dir: str | Path | None 
             sizes = h5["cache_sizes"][()]
             flat = h5["caches"][()]
             bounds = np.concatenate([[0], np.cumsum(sizes)])
+            alpha_bounds = np.concatenate([[0], np.cumsum(h5["alpha_sizes"][()])])
+            alphas = h5["alphas"][()]
             return MiningState(
                 dim=dim, images_seen=int(h5.attrs["images_seen"]),
                 image_ids=[s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_ids"][()]],
@@ -95,6 +99,7 @@ def load_checkpoint(path: str | Path, stamp: dict, store_dir: str | Path | None 
                 logs=json.loads(h5["logs"][()]), store=store, row_ids=np.concatenate(ids),
                 row_image=h5["row_image"][()], row_key=h5["row_key"][()],
                 caches=[flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+                alphas=[alphas[a:b] for a, b in zip(alpha_bounds[:-1], alpha_bounds[1:], strict=True)],
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ArtifactError(f"{path}: not a complete SVM checkpoint ({exc}); pass --overwrite to start the "
