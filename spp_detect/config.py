@@ -245,10 +245,10 @@ class SvmConfig:
     retrain_every: int = at_least(2000, 1)  # retrain when this many new negatives have been added
     max_negatives: int = at_least(20000, 1)  # per class, cached negatives kept after a retrain (the hardest);
     #   with retrain_every this bounds the caches' memory (spp_detect/training/svm.py)
-    memory_mb: int = at_least(4096, 1)  # RAM for the fits running at once (liblinear copies its rows: about
-    #   36 bytes per non-zero feature value); a fit larger than this runs alone
-    workers: int = at_least(0, 0)  # classes trained in parallel processes; 0 = all cores
-    device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda: where features are pooled and fc7 computed (liblinear: CPU)
+    memory_mb: int = at_least(4096, 1)  # RAM for the fits running at once (a fit copies its rows: about
+    #   12 bytes per non-zero feature value with dcd, 36 with liblinear); a fit larger than this runs alone
+    workers: int = at_least(0, 0)  # classes trained at once (dcd: threads; liblinear: processes); 0 = all cores
+    device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda: where features are pooled and fc7 computed (the fits: CPU)
     cache: str = one_of("memory", "disk")  # memory | disk: where the cached hard negatives live (disk: a file in
     #   RUN/models that the system pages in and out; at VOC size with the 25,600-d SPP vector they take gigabytes)
     checkpoint_minutes: float = at_least(10.0, 0.0)  # mining saves its state this often (RUN/models/svm.ckpt.h5):
