@@ -127,6 +127,14 @@ def _fit_task(pos: CompactRows, neg: CompactRows, c: float, positive_weight: flo
     return w, b, objective, converged, scores[len(pos):]
 
 
+def _timed(func, *args, **kwargs):
+    """``(func(*args, **kwargs), seconds it took)``: a fit's own time, wherever it runs."""
+    import time
+
+    t0 = time.perf_counter()
+    return func(*args, **kwargs), time.perf_counter() - t0
+
+
 def fit_bytes(pos: CompactRows, neg: CompactRows, solver: str = "liblinear") -> int:
     """Memory one fit takes (see :data:`FIT_BYTES_PER_NONZERO`, :data:`.dual_cd.BYTES_PER_NONZERO`)."""
     return _bytes_per_nonzero(solver) * (pos.nnz + neg.nnz + 2 * (len(pos) + len(neg)))
@@ -456,7 +464,8 @@ class HardNegativeTrainer:
                 self._apply(st, fut.result(), n_neg)
 
     def _task(self, st: ClassState):
-        """The fit of ``st``'s positives and cache, as a call to run (here or in a worker)."""
+        """The fit of ``st``'s positives and cache, as a call to run (here or in a worker) that
+        returns the fit's result and its seconds."""
         from functools import partial
 
         neg = self.store.take(st.neg_ids)
@@ -464,8 +473,9 @@ class HardNegativeTrainer:
         if self.solver == "dcd":
             from . import dual_cd
 
-            return partial(dual_cd.fit, *args, alpha_pos=st.alpha_pos, alpha_neg=st.alpha_neg, max_iter=MAX_ITER)
-        return partial(_fit_task, *args)
+            return partial(_timed, dual_cd.fit, *args, alpha_pos=st.alpha_pos, alpha_neg=st.alpha_neg,
+                           max_iter=MAX_ITER)
+        return partial(_timed, _fit_task, *args)
 
     def collapsed(self, st: ClassState, objective: float) -> bool:
         """Whether a fit is (all but) the trivial solution w = 0, b = -1.
@@ -480,7 +490,7 @@ class HardNegativeTrainer:
         trivial = self.C * self.positive_weight * 2.0 * st.n_positives
         return st.n_positives > 0 and objective >= (1.0 - COLLAPSE_TOLERANCE) * trivial
 
-    def _apply(self, st: ClassState, result: tuple, n_neg: int) -> None:
+    def _apply(self, st: ClassState, timed: tuple, n_neg: int) -> None:
         """Take a fit's model, then evict easy negatives (and the easiest beyond the cap).
 
         A fit that :meth:`collapsed` is not taken: the class keeps its previous model as its
@@ -488,6 +498,7 @@ class HardNegativeTrainer:
         each would make it retrain after every image) and its cache is dropped. A warning says so
         (a larger ``svm.C`` may separate such a class).
         """
+        result, seconds = timed
         w, b, objective, converged, neg_scores = result[:5]
         collapsed = bool(self.collapsed(st, objective)) and st.retrains > 0
         if len(result) > 5 and not collapsed:  # the dual variables the next fit starts from
@@ -513,7 +524,7 @@ class HardNegativeTrainer:
         entry = {
             "retrain": st.retrains, "positives": st.n_positives, "negatives": n_neg,
             "kept_negatives": len(st.neg_ids), "objective": objective, "converged": converged,
-            "collapsed": collapsed,
+            "collapsed": collapsed, "seconds": round(seconds, 3),
         }
         st.log.append(entry)
         log.info("class %d retrain %d: %d pos, %d neg cached (%d kept), objective %.4f",
