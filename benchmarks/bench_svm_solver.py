@@ -7,7 +7,7 @@ from zero every fit: the solver of record) and once with ``"dcd"`` (the same alg
 stopping rule, started from each class's last fit), then detection and VOC07 mAP on the first
 ``--test`` images of ``val_rest`` with each. Both mine the same features with the same rules.
 
-Prints a markdown section: wall and CPU time of each ``train-svm``, its peak memory (PSS of the
+Prints a markdown section: wall time of each ``train-svm`` and of its fits, its peak memory (PSS of the
 process tree), retrains, the final fits' objectives and the mAP. Run folders under ``--root``
 (outside the checkout); proposals and features are made once and kept.
 """
@@ -70,7 +70,6 @@ def main() -> int:
     if not voc.is_dir() or not weights.is_file():
         print(f"needs {voc} and {weights} (set SPP_SHARED)", file=sys.stderr)
         return 2
-    started = time.perf_counter()
     args.root.mkdir(parents=True, exist_ok=True)
     sub = subset(args.root, voc, args.train, args.test)
     cfg = ["--config", str(PIPELINE), "--set", f'data.dataset="{sub}"', "--set", 'data.train_split="svm_train"',
@@ -119,7 +118,6 @@ def main() -> int:
           f"image's windows, storing and gathering rows) is the same in both. Final fit of each class: objective of dcd / liblinear "
           f"{min(ratios):.3f} to {max(ratios):.3f} (median {sorted(ratios)[len(ratios) // 2]:.3f}; both stop at "
           f"liblinear's tolerance, `svm.tol` = 0.1, so neither is exactly optimal).\n")
-    print(f"_(bench_svm_solver.py: {time.perf_counter() - started:.0f} s)_")
     return 0
 
 
