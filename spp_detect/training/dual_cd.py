@@ -23,6 +23,8 @@ share the miner's memory instead of in processes that are sent copies of the row
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .sparse_rows import CompactRows
@@ -33,18 +35,13 @@ MAX_ITER = 10000  # as the liblinear path's cap (svm.MAX_ITER): passes over the 
 BYTES_PER_NONZERO = 12
 
 
+@functools.cache
 def _kernel():
     """The compiled loop (numba imported on first use: ``--help`` and the liblinear path never
     pay for it; compiled once and cached on disk)."""
-    global _KERNEL
-    if _KERNEL is None:
-        from numba import njit
+    from numba import njit
 
-        _KERNEL = (njit(cache=True, nogil=True)(_dcd), njit(cache=True, nogil=True)(_csr_scores))
-    return _KERNEL
-
-
-_KERNEL = None
+    return njit(cache=True, nogil=True)(_dcd), njit(cache=True, nogil=True)(_csr_scores)
 
 
 def _dcd(indptr, indices, data, y, upper, bias_feature, alpha, w, tol, max_iter, seed):  # pragma: no cover (compiled)
