@@ -37,10 +37,11 @@ FIVE = "480,576,688,864,1200"
 ROWS = (("pool", "SVM on the SPP vector (no fine-tuning)"), ("fc7", "SVM on fine-tuned fc7"),
         ("fc7_bbox", "fine-tuned fc7 + box regression"))
 PAPER = {"pool": (43.0, 44.9), "fc7": (54.5, 55.2), "fc7_bbox": (58.0, 59.2)}  # ZF-5, official VOC07 test
-# the subset comparison's methods: name, title, what sets them apart (cheapest first: R-CNN takes hours)
+# the subset comparison's methods: name, title, what sets them apart (run in this order: R-CNN,
+# hours, right after the one-scale SPP it is compared with; five scales last)
 SUBSET_METHODS = (("spp", "SPP, 1 scale", ["--set", "extract.scales=[688]"]),
-                  ("spp5", "SPP, 5 scales", ["--set", f"extract.scales=[{FIVE}]"]),
-                  ("rcnn", "R-CNN", ["--set", 'extract.cache="warped"']))
+                  ("rcnn", "R-CNN", ["--set", 'extract.cache="warped"']),
+                  ("spp5", "SPP, 5 scales", ["--set", f"extract.scales=[{FIVE}]"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,12 +220,13 @@ def subset_dataset(root: Path, data_root: Path, splits: dict, n_train: int, n_te
     return sub
 
 
-def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str]) -> dict:
+def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str], proposals: int | None) -> dict:
     """SPP at one scale and at five, and R-CNN (warped windows through the trunk), on the same
     subset: SVMs on the pooled vector, without and with box regression; returns
-    ``{(method, row): eval path}``."""
+    ``{(method, row): eval path}``. ``proposals``: boxes kept per image (the first in selective
+    search's ranking), None for the pipeline's; R-CNN's time grows with it, SPP's hardly."""
     out = {}
-    common = [*sets, "--set", f'data.dataset="{sub}"', "--set", 'data.train_split="subset_train"',
+    common = [*sets, *(["--set", f"propose.max_proposals={proposals}"] if proposals else []), "--set", f'data.dataset="{sub}"', "--set", 'data.train_split="subset_train"',
               "--set", 'data.val_split=""', "--set", 'data.test_split="subset_test"', "--set", 'svm.features="pool"',
               "--set", "extract.flip=false"]
     first = None
@@ -253,16 +255,19 @@ def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str]) -> dict:
     return out
 
 
-def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int) -> list[str]:
+def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int, proposals: int | None) -> list[str]:
     lines = [f"### SPP at 1 and 5 scales and R-CNN on the same trunk, {n_train} training and {n_test} test images", ""]
-    lines.append("The first images of the same splits, the same proposals, SVMs and regressors; R-CNN warps each "
+    boxes = (f"the first {proposals} proposals of each image in selective search's ranking (the pipeline keeps "
+             "2,000; fewer so that R-CNN fits a session)" if proposals else "the same proposals")
+    lines.append(f"The first images of the same splits, {boxes}, the same SVMs and regressors; R-CNN warps each "
                  "window (16 px of context) to 224 x 224 and runs the trunk on it alone, SPP runs the trunk once on "
                  "the image (688, or each of 480-1200 with every window pooled at the scale where it is closest to "
                  "224 x 224) and pools each window's projection; all pool conv5 by the same pyramid (no fine-tuning "
                  "in any). This is also the table's five-scale column, on a training set that fits a session.")
     lines.append("")
-    methods = [m for m, _, _ in SUBSET_METHODS]
-    lines += ["| features | " + " | ".join(title for _, title, _ in SUBSET_METHODS) + " | SPP 1 scale - R-CNN |",
+    shown = sorted(SUBSET_METHODS, key=lambda m: m[0] == "rcnn")  # R-CNN last, beside the difference
+    methods = [m for m, _, _ in shown]
+    lines += ["| features | " + " | ".join(title for _, title, _ in shown) + " | SPP 1 scale - R-CNN |",
               "|---" * (len(methods) + 2) + "|"]
     for row, title in (("pool", "SVM on the pooled vector"), ("pool_bbox", "+ box regression")):
         got = {m: json.loads(evals[(m, row)].read_text())["mAP"] for m in methods if evals[(m, row)].is_file()}
@@ -276,12 +281,12 @@ def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int) -> list[str
         if all(t.get("done") and (not t.get("resumed") or "attempts" in t) for t in ts):
             per[m] = sum(t["seconds"] for t in ts) / (n_train + n_test)
     if per:
-        said = ", ".join(f"{title} {per[m]:.2f}" for m, title, _ in SUBSET_METHODS if m in per)
+        said = ", ".join(f"{title} {per[m]:.2f}" for m, title, _ in shown if m in per)
         lines += ["", f"Feature extraction (decode, conv, pooling, writing), seconds per image: {said}."]
         if "rcnn" in per:
             lines[-1] += "".join(f" {title} is **{per['rcnn'] / per[m]:.0f}x** faster than R-CNN"
                                  + (" (target >= 50x)." if m == "spp" else ".")
-                                 for m, title, _ in SUBSET_METHODS if m in per and m != "rcnn")
+                                 for m, title, _ in shown if m in per and m != "rcnn")
     lines.append("")
     return lines
 
@@ -522,9 +527,12 @@ def main() -> int:
     ap.add_argument("--rcnn", action="store_true", help="also SPP at 1 and 5 scales against R-CNN on a subset (R-CNN: hours per 100 images)")
     ap.add_argument("--rcnn-train", type=int, default=300, help="subset: first N training images")
     ap.add_argument("--rcnn-test", type=int, default=200, help="subset: first N test images")
+    ap.add_argument("--rcnn-proposals", type=int, default=None,
+                    help="subset: keep the first N proposals per image (default: the pipeline's 2,000)")
     ap.add_argument("--report-only", action="store_true", help="write the report from what exists; run nothing")
     ap.add_argument("--rows", default="pool,fc7,fc7_bbox",
-                    help="rows of the table to run, comma-separated (pool, fc7, fc7_bbox; the SPP-vector row first)")
+                    help="rows of the table to run, comma-separated (pool, fc7, fc7_bbox; the SPP-vector row first); "
+                         "empty: none (with --rcnn, only the subset comparison)")
     args = ap.parse_args()
     data_root = SHARED / "data"
     weights = SHARED / "weights" / "squeezenet1_0-imagenet-caffe.pth"
@@ -552,7 +560,7 @@ def main() -> int:
                      for row, _ in ROWS} for col, (name, _, _) in plans.items()}
     bench.after_step = lambda: write_report(bench, columns, splits, counts, started)
     for name, scales, share in plans.values():
-        if not args.report_only:
+        if not args.report_only and rows:  # --rows "" with --rcnn: the subset comparison alone
             try:
                 run_column(bench, name, scales, splits, sets, share, rows)
             finally:
@@ -565,10 +573,10 @@ def main() -> int:
         sub = subset_dataset(args.root, data_root, splits, args.rcnn_train, args.rcnn_test)
         evals = {(m, r): args.root / f"subset_{m}{'' if r == 'pool_bbox' else '_nobbox'}" / "eval" / "subset_test.json"
                  for m, _, _ in SUBSET_METHODS for r in ("pool", "pool_bbox")}
-        rcnn = (evals, args.rcnn_train, args.rcnn_test)
+        rcnn = (evals, args.rcnn_train, args.rcnn_test, args.rcnn_proposals)
         if not args.report_only:
             try:
-                run_rcnn_comparison(bench, sub, sets)
+                run_rcnn_comparison(bench, sub, sets, args.rcnn_proposals)
             finally:
                 write_report(bench, columns, splits, counts, started, rcnn)
     write_report(bench, columns, splits, counts, started, rcnn)
