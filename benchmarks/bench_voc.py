@@ -558,22 +558,23 @@ def main() -> int:
         plans["5 scales (480-1200)"] = ("spp_5scales", FIVE, args.root / "spp_1scale")
     columns = {col: {row: args.root / (name if row == "fc7_bbox" else f"{name}_{row}") / "eval" / f"{args.test_split}.json"
                      for row, _ in ROWS} for col, (name, _, _) in plans.items()}
-    bench.after_step = lambda: write_report(bench, columns, splits, counts, started)
-    for name, scales, share in plans.values():
-        if not args.report_only and rows:  # --rows "" with --rcnn: the subset comparison alone
-            try:
-                run_column(bench, name, scales, splits, sets, share, rows)
-            finally:
-                write_report(bench, columns, splits, counts, started)
-        main_eval = args.root / name / "eval" / f"{args.test_split}.json"
-        if name == "spp_1scale" and main_eval.is_file():
-            pr_plot(args.root / name, args.test_split, data_root, HERE / "voc_pr.png")
-    rcnn = None
+    rcnn = None  # the subset comparison: its evals, sizes and boxes per image (every report shows it)
     if args.rcnn:
         sub = subset_dataset(args.root, data_root, splits, args.rcnn_train, args.rcnn_test)
         evals = {(m, r): args.root / f"subset_{m}{'' if r == 'pool_bbox' else '_nobbox'}" / "eval" / "subset_test.json"
                  for m, _, _ in SUBSET_METHODS for r in ("pool", "pool_bbox")}
         rcnn = (evals, args.rcnn_train, args.rcnn_test, args.rcnn_proposals)
+    bench.after_step = lambda: write_report(bench, columns, splits, counts, started, rcnn)
+    for name, scales, share in plans.values():
+        if not args.report_only and rows:  # --rows "" with --rcnn: the subset comparison alone
+            try:
+                run_column(bench, name, scales, splits, sets, share, rows)
+            finally:
+                write_report(bench, columns, splits, counts, started, rcnn)
+        main_eval = args.root / name / "eval" / f"{args.test_split}.json"
+        if name == "spp_1scale" and main_eval.is_file():
+            pr_plot(args.root / name, args.test_split, data_root, HERE / "voc_pr.png")
+    if rcnn is not None:
         if not args.report_only:
             try:
                 run_rcnn_comparison(bench, sub, sets, args.rcnn_proposals)
