@@ -220,17 +220,22 @@ def subset_dataset(root: Path, data_root: Path, splits: dict, n_train: int, n_te
     return sub
 
 
-def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str], proposals: int | None) -> dict:
+def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str], proposals: int | None,
+                        methods: tuple[str, ...] = tuple(m for m, _, _ in SUBSET_METHODS)) -> dict:
     """SPP at one scale and at five, and R-CNN (warped windows through the trunk), on the same
     subset: SVMs on the pooled vector, without and with box regression; returns
     ``{(method, row): eval path}``. ``proposals``: boxes kept per image (the first in selective
-    search's ranking), None for the pipeline's; R-CNN's time grows with it, SPP's hardly."""
+    search's ranking), None for the pipeline's; R-CNN's time grows with it, SPP's hardly.
+    ``methods``: which of :data:`SUBSET_METHODS` to run, in that order (the first one run makes
+    the proposals, the others link them)."""
     out = {}
     common = [*sets, *(["--set", f"propose.max_proposals={proposals}"] if proposals else []), "--set", f'data.dataset="{sub}"', "--set", 'data.train_split="subset_train"',
               "--set", 'data.val_split=""', "--set", 'data.test_split="subset_test"', "--set", 'svm.features="pool"',
               "--set", "extract.flip=false"]
     first = None
-    for method, _, extra in SUBSET_METHODS:
+    extras = {m: extra for m, _, extra in SUBSET_METHODS}
+    for method in methods:
+        extra = extras[method]
         folder = bench.root / f"subset_{method}"
         cfg = ["--config", str(PIPELINE), *common, *extra]
         if first is not None:
@@ -527,6 +532,8 @@ def main() -> int:
     ap.add_argument("--rcnn", action="store_true", help="also SPP at 1 and 5 scales against R-CNN on a subset (R-CNN: hours per 100 images)")
     ap.add_argument("--rcnn-train", type=int, default=300, help="subset: first N training images")
     ap.add_argument("--rcnn-test", type=int, default=200, help="subset: first N test images")
+    ap.add_argument("--subset-methods", default=",".join(m for m, _, _ in SUBSET_METHODS),
+                    help="subset: methods to run, comma-separated, in this order (spp, rcnn, spp5)")
     ap.add_argument("--rcnn-proposals", type=int, default=None,
                     help="subset: keep the first N proposals per image (default: the pipeline's 2,000)")
     ap.add_argument("--report-only", action="store_true", help="write the report from what exists; run nothing")
@@ -543,6 +550,12 @@ def main() -> int:
     unknown = sorted(set(rows) - {r for r, _ in ROWS})
     if unknown:
         print(f"--rows: unknown row(s) {', '.join(unknown)} (known: {', '.join(r for r, _ in ROWS)})", file=sys.stderr)
+        return 2
+    subset_methods = tuple(m.strip() for m in args.subset_methods.split(",") if m.strip())
+    unknown = sorted(set(subset_methods) - {m for m, _, _ in SUBSET_METHODS})
+    if unknown:
+        print(f"--subset-methods: unknown method(s) {', '.join(unknown)} "
+              f"(known: {', '.join(m for m, _, _ in SUBSET_METHODS)})", file=sys.stderr)
         return 2
     started = time.perf_counter()
     args.root.mkdir(parents=True, exist_ok=True)
@@ -577,7 +590,7 @@ def main() -> int:
     if rcnn is not None:
         if not args.report_only:
             try:
-                run_rcnn_comparison(bench, sub, sets, args.rcnn_proposals)
+                run_rcnn_comparison(bench, sub, sets, args.rcnn_proposals, subset_methods)
             finally:
                 write_report(bench, columns, splits, counts, started, rcnn)
     write_report(bench, columns, splits, counts, started, rcnn)
