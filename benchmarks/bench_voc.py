@@ -37,11 +37,12 @@ FIVE = "480,576,688,864,1200"
 ROWS = (("pool", "SVM on the SPP vector (no fine-tuning)"), ("fc7", "SVM on fine-tuned fc7"),
         ("fc7_bbox", "fine-tuned fc7 + box regression"))
 PAPER = {"pool": (43.0, 44.9), "fc7": (54.5, 55.2), "fc7_bbox": (58.0, 59.2)}  # ZF-5, official VOC07 test
-# the subset comparison's methods: name, title, what sets them apart (run in this order: R-CNN,
-# hours, right after the one-scale SPP it is compared with; five scales last)
+# the subset comparison's methods as its table shows them: name, title, what sets them apart
 SUBSET_METHODS = (("spp", "SPP, 1 scale", ["--set", "extract.scales=[688]"]),
-                  ("rcnn", "R-CNN", ["--set", 'extract.cache="warped"']),
-                  ("spp5", "SPP, 5 scales", ["--set", f"extract.scales=[{FIVE}]"]))
+                  ("spp5", "SPP, 5 scales", ["--set", f"extract.scales=[{FIVE}]"]),
+                  ("rcnn", "R-CNN", ["--set", 'extract.cache="warped"']))
+# the order they run in by default: R-CNN (hours) right after the one-scale SPP it is compared with
+SUBSET_ORDER = "spp,rcnn,spp5"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def subset_dataset(root: Path, data_root: Path, splits: dict, n_train: int, n_te
 
 
 def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str], proposals: int | None,
-                        methods: tuple[str, ...] = tuple(m for m, _, _ in SUBSET_METHODS)) -> dict:
+                        methods: tuple[str, ...]) -> dict:
     """SPP at one scale and at five, and R-CNN (warped windows through the trunk), on the same
     subset: SVMs on the pooled vector, without and with box regression; returns
     ``{(method, row): eval path}``. ``proposals``: boxes kept per image (the first in selective
@@ -229,9 +230,11 @@ def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str], proposals: int
     ``methods``: which of :data:`SUBSET_METHODS` to run, in that order (the first one run makes
     the proposals, the others link them)."""
     out = {}
-    common = [*sets, *(["--set", f"propose.max_proposals={proposals}"] if proposals else []), "--set", f'data.dataset="{sub}"', "--set", 'data.train_split="subset_train"',
+    common = [*sets, "--set", f'data.dataset="{sub}"', "--set", 'data.train_split="subset_train"',
               "--set", 'data.val_split=""', "--set", 'data.test_split="subset_test"', "--set", 'svm.features="pool"',
               "--set", "extract.flip=false"]
+    if proposals:
+        common += ["--set", f"propose.max_proposals={proposals}"]
     first = None
     extras = {m: extra for m, _, extra in SUBSET_METHODS}
     for method in methods:
@@ -270,9 +273,8 @@ def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int, proposals: 
                  "224 x 224) and pools each window's projection; all pool conv5 by the same pyramid (no fine-tuning "
                  "in any). This is also the table's five-scale column, on a training set that fits a session.")
     lines.append("")
-    shown = sorted(SUBSET_METHODS, key=lambda m: m[0] == "rcnn")  # R-CNN last, beside the difference
-    methods = [m for m, _, _ in shown]
-    lines += ["| features | " + " | ".join(title for _, title, _ in shown) + " | SPP 1 scale - R-CNN |",
+    methods = [m for m, _, _ in SUBSET_METHODS]
+    lines += ["| features | " + " | ".join(title for _, title, _ in SUBSET_METHODS) + " | SPP 1 scale - R-CNN |",
               "|---" * (len(methods) + 2) + "|"]
     for row, title in (("pool", "SVM on the pooled vector"), ("pool_bbox", "+ box regression")):
         got = {m: json.loads(evals[(m, row)].read_text())["mAP"] for m in methods if evals[(m, row)].is_file()}
@@ -286,12 +288,12 @@ def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int, proposals: 
         if all(t.get("done") and (not t.get("resumed") or "attempts" in t) for t in ts):
             per[m] = sum(t["seconds"] for t in ts) / (n_train + n_test)
     if per:
-        said = ", ".join(f"{title} {per[m]:.2f}" for m, title, _ in shown if m in per)
+        said = ", ".join(f"{title} {per[m]:.2f}" for m, title, _ in SUBSET_METHODS if m in per)
         lines += ["", f"Feature extraction (decode, conv, pooling, writing), seconds per image: {said}."]
         if "rcnn" in per:
             lines[-1] += "".join(f" {title} is **{per['rcnn'] / per[m]:.0f}x** faster than R-CNN"
                                  + (" (target >= 50x)." if m == "spp" else ".")
-                                 for m, title, _ in shown if m in per and m != "rcnn")
+                                 for m, title, _ in SUBSET_METHODS if m in per and m != "rcnn")
     lines.append("")
     return lines
 
@@ -522,6 +524,15 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
     print(f"report -> {report}", flush=True)
 
 
+def names_of(flag: str, text: str, known: list[str]) -> tuple[str, ...]:
+    """The comma-separated names of ``text`` in their order; ValueError naming ``flag`` for any not in ``known``."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    return names
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=Path.home() / "spp-bench-voc", help="run folders (outside the checkout)")
@@ -532,8 +543,8 @@ def main() -> int:
     ap.add_argument("--rcnn", action="store_true", help="also SPP at 1 and 5 scales against R-CNN on a subset (R-CNN: hours per 100 images)")
     ap.add_argument("--rcnn-train", type=int, default=300, help="subset: first N training images")
     ap.add_argument("--rcnn-test", type=int, default=200, help="subset: first N test images")
-    ap.add_argument("--subset-methods", default=",".join(m for m, _, _ in SUBSET_METHODS),
-                    help="subset: methods to run, comma-separated, in this order (spp, rcnn, spp5)")
+    ap.add_argument("--subset-methods", default=SUBSET_ORDER,
+                    help=f"subset: methods to run, comma-separated, in this order (default {SUBSET_ORDER})")
     ap.add_argument("--rcnn-proposals", type=int, default=None,
                     help="subset: keep the first N proposals per image (default: the pipeline's 2,000)")
     ap.add_argument("--report-only", action="store_true", help="write the report from what exists; run nothing")
@@ -546,16 +557,11 @@ def main() -> int:
     if not (data_root / "VOCdevkit" / "VOC2007").is_dir() or not weights.is_file():
         print(f"needs {data_root}/VOCdevkit/VOC2007 and {weights} (set SPP_SHARED)", file=sys.stderr)
         return 2
-    rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
-    unknown = sorted(set(rows) - {r for r, _ in ROWS})
-    if unknown:
-        print(f"--rows: unknown row(s) {', '.join(unknown)} (known: {', '.join(r for r, _ in ROWS)})", file=sys.stderr)
-        return 2
-    subset_methods = tuple(m.strip() for m in args.subset_methods.split(",") if m.strip())
-    unknown = sorted(set(subset_methods) - {m for m, _, _ in SUBSET_METHODS})
-    if unknown:
-        print(f"--subset-methods: unknown method(s) {', '.join(unknown)} "
-              f"(known: {', '.join(m for m, _, _ in SUBSET_METHODS)})", file=sys.stderr)
+    try:
+        rows = names_of("--rows", args.rows, [r for r, _ in ROWS])
+        subset_methods = names_of("--subset-methods", args.subset_methods, [m for m, _, _ in SUBSET_METHODS])
+    except ValueError as e:
+        print(e, file=sys.stderr)
         return 2
     started = time.perf_counter()
     args.root.mkdir(parents=True, exist_ok=True)
@@ -587,12 +593,11 @@ def main() -> int:
         main_eval = args.root / name / "eval" / f"{args.test_split}.json"
         if name == "spp_1scale" and main_eval.is_file():
             pr_plot(args.root / name, args.test_split, data_root, HERE / "voc_pr.png")
-    if rcnn is not None:
-        if not args.report_only:
-            try:
-                run_rcnn_comparison(bench, sub, sets, args.rcnn_proposals, subset_methods)
-            finally:
-                write_report(bench, columns, splits, counts, started, rcnn)
+    if rcnn is not None and not args.report_only:
+        try:
+            run_rcnn_comparison(bench, sub, sets, args.rcnn_proposals, subset_methods)
+        finally:
+            write_report(bench, columns, splits, counts, started, rcnn)
     write_report(bench, columns, splits, counts, started, rcnn)
     return 0
 
