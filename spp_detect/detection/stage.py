@@ -44,7 +44,6 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
     )
     from ..progress import progress
     from ..training.bbox import BoxRegressors
-    from ..training.svm import window_keys
     from .scoring import detect_image
 
     d = cfg.detect
@@ -68,11 +67,9 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
         record = ds.record(image_id)
         win = cache.windows(image_id)
         idx = np.arange(win.n_gt, len(win.boxes))  # proposals only: ground truth is not an input
-        # windows projecting onto the same conv5 cells at the same scale have the same features:
-        # compute them once (the boxes, and so NMS and regression, stay per window)
-        best = win.best_scale[idx]
-        _, first, inverse = np.unique(window_keys(win.rects[idx, best], best), return_index=True,
-                                      return_inverse=True)
+        # windows with the same features (the same conv5 cells at the same scale) are scored
+        # once; the boxes, and so NMS and regression, stay per window
+        _, first, inverse = np.unique(win.keys[idx], return_index=True, return_inverse=True)
         pooled = provider.pooled(image_id, idx[first], windows=win)
         all_scores = provider.scores(pooled, w, b)[inverse]  # on the provider's device
         pooled = pooled.cpu().numpy()[inverse]

@@ -48,17 +48,40 @@ class Windows:
 
     ``boxes``: float32 (N, 4) internal convention in the frame of the image they were extracted
     from (mirrored boxes for ``flip``). ``n_gt``: leading ground-truth boxes. ``best_scale``:
-    int (N,). ``rects``: int (N, S, 4) inclusive conv5 cell rectangles per scale.
+    int (N,). ``rects``: int (N, S, 4) inclusive conv5 cell rectangles per scale. ``keys``: int64
+    (N,), equal exactly when two windows have the same features (:func:`feature_keys`).
     """
 
     boxes: np.ndarray
     n_gt: int
     best_scale: np.ndarray
     rects: np.ndarray
+    keys: np.ndarray
 
     @property
     def proposals(self) -> np.ndarray:
         return self.boxes[self.n_gt :]
+
+
+def rect_keys(rects: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """One int64 key per window from its conv5 rectangle (N, 4) and scale index (N,)."""
+    r = np.asarray(rects, np.int64)
+    s = np.asarray(scale, np.int64)
+    return (((s * 4096 + r[:, 0]) * 4096 + r[:, 1]) * 4096 + r[:, 2]) * 4096 + r[:, 3]
+
+
+def feature_keys(mode: str, boxes: np.ndarray, best_scale: np.ndarray, rects: np.ndarray) -> np.ndarray:
+    """Keys (int64 (N,)) that are equal exactly when two windows of an image have the same features.
+
+    Pooled from conv5 maps (``conv5``, ``pooled``), a window's vector depends only on the cells it
+    projects onto at its scale, so windows sharing them share features. R-CNN's ``warped`` windows
+    are each cropped from the image and have no cells (their ``rects`` are all zero): two share
+    features only when their boxes (internal convention) are equal.
+    """
+    if mode == "warped":
+        boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
+        return np.unique(boxes, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return rect_keys(rects[np.arange(len(best_scale)), best_scale], best_scale)
 
 
 class FeatureCache:
@@ -151,14 +174,11 @@ class FeatureCache:
         if key in self._memo:
             return self._memo[key]
         g = self._group(image_id, flip)
-        win = Windows(
-            boxes=g["boxes"][()],
-            n_gt=int(g.attrs["n_gt"]),
-            best_scale=g["best_scale"][()].astype(np.int64),
-            rects=g["rects"][()].astype(np.int64),
-        )
+        boxes, best, rects = g["boxes"][()], g["best_scale"][()].astype(np.int64), g["rects"][()].astype(np.int64)
+        win = Windows(boxes=boxes, n_gt=int(g.attrs["n_gt"]), best_scale=best, rects=rects,
+                      keys=feature_keys(self.mode, boxes, best, rects))
         if self._memory_bytes:
-            self._remember(key, win, win.boxes.nbytes + win.rects.nbytes + win.best_scale.nbytes)
+            self._remember(key, win, win.boxes.nbytes + win.rects.nbytes + win.best_scale.nbytes + win.keys.nbytes)
         return win
 
     def keep_maps(self, memory_bytes: int) -> None:

@@ -101,7 +101,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     from ..errors import ArtifactError
     from ..progress import progress
     from .prefetch import prefetched
-    from .svm import HardNegativeTrainer, SvmImage, gather_positives, mine, window_keys
+    from .svm import HardNegativeTrainer, SvmImage, gather_positives, mine
     from .svm_checkpoint import load_checkpoint, save_checkpoint
 
     s = cfg.svm
@@ -137,10 +137,8 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
         ids = cache.image_ids
         for image_id in progress(ids[start:], total=len(ids), initial=start, desc="train-svm mining", unit="img"):
             win = cache.windows(image_id)
-            best = win.best_scale
-            keys = window_keys(win.rects[np.arange(len(best)), best], best)
-            # proposals only (ground truth is never a negative), each conv5 window once: windows
-            # that project onto the same cells at the same scale have the same features
+            keys = win.keys
+            # proposals only (ground truth is never a negative), each distinct feature vector once
             _, first = np.unique(keys[win.n_gt :], return_index=True)
             idx = np.sort(first) + win.n_gt
             feats = provider.from_pooled(provider.pooled(image_id, idx, windows=win))

@@ -573,9 +573,3 @@ def train_svms(positives: list, images: Iterable[SvmImage], dim: int, **kwargs) 
     return mine(HardNegativeTrainer(positives, dim, **kwargs), images)
 
 
-def window_keys(rects: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """One int64 key per window from its conv5 rectangle and scale: equal keys = same window."""
-    r = np.asarray(rects, np.int64)
-    s = np.asarray(scale, np.int64)
-    return (((s * 4096 + r[:, 0]) * 4096 + r[:, 1]) * 4096 + r[:, 2]) * 4096 + r[:, 3]
-

@@ -12,8 +12,8 @@ from spp_detect.training.svm import (
     _fit,
     gather_positives,
     train_svms,
-    window_keys,
 )
+from spp_detect.features.cache import feature_keys, rect_keys
 
 
 def _image(rng, i, dim=8, n_windows=60, n_classes=2, present=None):
@@ -148,9 +148,23 @@ def test_a_fit_that_hits_the_iteration_cap_is_logged_and_recorded(monkeypatch, c
 
 def test_window_keys_unique_per_rect_and_scale():
     rects = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 2]])
-    k = window_keys(rects, np.array([0, 1, 0]))
+    k = rect_keys(rects, np.array([0, 1, 0]))
     assert len(set(k.tolist())) == 3
-    assert window_keys(rects[:1], np.array([0]))[0] == k[0]
+    assert rect_keys(rects[:1], np.array([0]))[0] == k[0]
+
+
+def test_warped_windows_share_keys_only_when_their_boxes_are_equal():
+    # R-CNN's windows have no conv5 cells (all-zero rectangles): keying them by rectangle made
+    # every window of an image one window, so mining saw one negative an image and detection gave
+    # every window the first one's score
+    boxes = np.array([[0, 0, 9, 9], [5, 5, 20, 20], [0, 0, 9, 9], [0, 0, 9, 10]], np.float32)
+    best = np.zeros(4, np.int64)
+    rects = np.zeros((4, 1, 4), np.int64)
+    k = feature_keys("warped", boxes, best, rects)
+    assert k[0] == k[2] and len({k[0], k[1], k[3]}) == 3
+    # pooled from maps, the same rectangle at the same scale is the same window whatever the box
+    same = feature_keys("conv5", boxes, best, rects)
+    assert len(set(same.tolist())) == 1
 
 
 # ------------------------------------------------------------------------------------------
