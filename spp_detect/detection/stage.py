@@ -69,7 +69,7 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
         idx = np.arange(win.n_gt, len(win.boxes))  # proposals only: ground truth is not an input
         # windows with the same features (the same conv5 cells at the same scale) are scored
         # once; the boxes, and so NMS and regression, stay per window
-        _, first, inverse = np.unique(win.keys[idx], return_index=True, return_inverse=True)
+        _, first, inverse = np.unique(cache.window_keys(win)[idx], return_index=True, return_inverse=True)
         pooled = provider.pooled(image_id, idx[first], windows=win)
         all_scores = provider.scores(pooled, w, b)[inverse]  # on the provider's device
         pooled = pooled.cpu().numpy()[inverse]

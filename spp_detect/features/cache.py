@@ -48,15 +48,13 @@ class Windows:
 
     ``boxes``: float32 (N, 4) internal convention in the frame of the image they were extracted
     from (mirrored boxes for ``flip``). ``n_gt``: leading ground-truth boxes. ``best_scale``:
-    int (N,). ``rects``: int (N, S, 4) inclusive conv5 cell rectangles per scale. ``keys``: int64
-    (N,), equal exactly when two windows have the same features (:func:`feature_keys`).
+    int (N,). ``rects``: int (N, S, 4) inclusive conv5 cell rectangles per scale.
     """
 
     boxes: np.ndarray
     n_gt: int
     best_scale: np.ndarray
     rects: np.ndarray
-    keys: np.ndarray
 
     @property
     def proposals(self) -> np.ndarray:
@@ -79,7 +77,6 @@ def feature_keys(mode: str, boxes: np.ndarray, best_scale: np.ndarray, rects: np
     features only when their boxes (internal convention) are equal.
     """
     if mode == "warped":
-        boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
         return np.unique(boxes, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
     return rect_keys(rects[np.arange(len(best_scale)), best_scale], best_scale)
 
@@ -174,12 +171,19 @@ class FeatureCache:
         if key in self._memo:
             return self._memo[key]
         g = self._group(image_id, flip)
-        boxes, best, rects = g["boxes"][()], g["best_scale"][()].astype(np.int64), g["rects"][()].astype(np.int64)
-        win = Windows(boxes=boxes, n_gt=int(g.attrs["n_gt"]), best_scale=best, rects=rects,
-                      keys=feature_keys(self.mode, boxes, best, rects))
+        win = Windows(
+            boxes=g["boxes"][()],
+            n_gt=int(g.attrs["n_gt"]),
+            best_scale=g["best_scale"][()].astype(np.int64),
+            rects=g["rects"][()].astype(np.int64),
+        )
         if self._memory_bytes:
-            self._remember(key, win, win.boxes.nbytes + win.rects.nbytes + win.best_scale.nbytes + win.keys.nbytes)
+            self._remember(key, win, win.boxes.nbytes + win.rects.nbytes + win.best_scale.nbytes)
         return win
+
+    def window_keys(self, win: Windows) -> np.ndarray:
+        """int64 (N,) keys of ``win``'s windows, equal exactly when their features are (:func:`feature_keys`)."""
+        return feature_keys(self.mode, win.boxes, win.best_scale, win.rects)
 
     def keep_maps(self, memory_bytes: int) -> None:
         """Keep up to ``memory_bytes`` of decoded conv5 maps (and window tables) in RAM from now on."""

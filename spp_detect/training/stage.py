@@ -137,7 +137,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
         ids = cache.image_ids
         for image_id in progress(ids[start:], total=len(ids), initial=start, desc="train-svm mining", unit="img"):
             win = cache.windows(image_id)
-            keys = win.keys
+            keys = cache.window_keys(win)
             # proposals only (ground truth is never a negative), each distinct feature vector once
             _, first = np.unique(keys[win.n_gt :], return_index=True)
             idx = np.sort(first) + win.n_gt

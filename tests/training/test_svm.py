@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from spp_detect.core.boxes import iou_matrix
+from spp_detect.features.cache import feature_keys, rect_keys
 from spp_detect.training import svm
 from spp_detect.training.sparse_rows import CompactRows, SparseRows
 from spp_detect.training.svm import (
@@ -13,7 +14,6 @@ from spp_detect.training.svm import (
     gather_positives,
     train_svms,
 )
-from spp_detect.features.cache import feature_keys, rect_keys
 
 
 def _image(rng, i, dim=8, n_windows=60, n_classes=2, present=None):
