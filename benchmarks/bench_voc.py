@@ -1,7 +1,8 @@
 """The paper's detection table on real photographs: VOC 2007 images of ``../shared/data``.
 
 Rows: SVMs on the SPP vector (no fine-tuning), SVMs on fine-tuned fc7, fc7 + box regression.
-Columns: one scale (688) and, with ``--five-scales``, the paper's five. With ``--rcnn``, on a
+Columns: one scale (688, or ``--scale N``: its own run folders, ``spp_1scaleN``) and, with
+``--five-scales``, the paper's five (on the one-scale column's proposals). With ``--rcnn``, on a
 subset of the same splits (``--rcnn-train``, ``--rcnn-test``): SPP at one and at five scales
 against R-CNN on the same trunk (R-CNN runs the trunk once per window: hours per 100 images).
 Trained on the shared
@@ -495,7 +496,8 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
     status = status_file.read_text().strip() if status_file.is_file() else bench.results.get("status")
     if status:
         lines += [status, ""]
-    lines += finetune_lines(bench, bench.root / "spp_1scale", splits, SHARED / "data")
+    one_scale = next(iter(columns.values()))["fc7_bbox"].parent.parent  # the main row's run folder
+    lines += finetune_lines(bench, one_scale, splits, SHARED / "data")
     if rcnn is not None:
         lines += rcnn_lines(bench, *rcnn)
     lines.append("Stage times (wall clock on this machine) and peak resident memory of the stage's process tree:")
@@ -537,6 +539,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=Path.home() / "spp-bench-voc", help="run folders (outside the checkout)")
     ap.add_argument("--five-scales", action="store_true", help="also the five-scale column")
+    ap.add_argument("--scale", type=int, default=688,
+                    help="the one-scale column's scale (default 688, the paper's; another gets its own run folders)")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--val-split", default="val_mini")
     ap.add_argument("--test-split", default="val_rest")
@@ -572,9 +576,13 @@ def main() -> int:
         sets += ["--set", f'data.{role}_split="{split}"']
     counts = {role: len((data_root / "VOCdevkit/VOC2007/ImageSets/Main" / f"{s}.txt").read_text().split())
               for role, s in splits.items()}
-    plans = {"1 scale (688)": ("spp_1scale", "688", None)}
+    if args.scale <= 0:
+        print(f"--scale: {args.scale} is not a positive image size", file=sys.stderr)
+        return 2
+    one = "spp_1scale" if args.scale == 688 else f"spp_1scale{args.scale}"
+    plans = {f"1 scale ({args.scale})": (one, str(args.scale), None)}
     if args.five_scales:  # the same proposals as the one-scale column
-        plans["5 scales (480-1200)"] = ("spp_5scales", FIVE, args.root / "spp_1scale")
+        plans["5 scales (480-1200)"] = ("spp_5scales", FIVE, args.root / one)
     columns = {col: {row: args.root / (name if row == "fc7_bbox" else f"{name}_{row}") / "eval" / f"{args.test_split}.json"
                      for row, _ in ROWS} for col, (name, _, _) in plans.items()}
     rcnn = None  # the subset comparison: its evals, sizes and boxes per image (every report shows it)
@@ -591,7 +599,7 @@ def main() -> int:
             finally:
                 write_report(bench, columns, splits, counts, started, rcnn)
         main_eval = args.root / name / "eval" / f"{args.test_split}.json"
-        if name == "spp_1scale" and main_eval.is_file():
+        if name == one and main_eval.is_file():
             pr_plot(args.root / name, args.test_split, data_root, HERE / "voc_pr.png")
     if rcnn is not None and not args.report_only:
         try:
