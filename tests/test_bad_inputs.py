@@ -194,15 +194,35 @@ def test_an_image_replaced_by_another_of_the_same_size_makes_its_caches_stale(tm
             "--set", "backbone.width=0.25", "--set", "extract.norm_sample_images=2", "--scales", "64"]
     assert _cli(*base).exit_code == 0
     assert "nothing to do" in _cli(*base).output
-    # same size, same annotations, other pixels (and a later mtime, as any edit gives)
+    # same size, same annotations, other pixels, and the old modification time
     image = open_dataset(str(root), "train").records[0].path
-    cv2.imwrite(str(image), np.full((64, 80, 3), 200, np.uint8))
     st = os.stat(image)
-    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    cv2.imwrite(str(image), np.full((64, 80, 3), 200, np.uint8))
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
     again = _cli(*base)  # its proposals were made from the old pixels: refused, naming the key and the fix
     assert again.exit_code != 0 and "image_files" in again.output and "spp-detect propose" in again.output
     propose = _cli("propose", "--dataset", root, "--split", "train", "--run", run, "--set", "propose.mode=lite")
     assert propose.exit_code != 0 and "image_files" in propose.output and "--overwrite" in propose.output
+
+
+def test_a_dataset_copied_without_its_file_times_keeps_its_caches(tmp_path):
+    import os
+    import shutil
+
+    from tests.helpers import write_random_proposals
+
+    root = make_voc_tree(tmp_path / "voc", n_images=2, size=(64, 80), splits={"train": [0, 1]})
+    run = tmp_path / "run"
+    write_random_proposals(run, open_dataset(str(root), "train"))
+    base = ["extract", "--split", "train", "--run", run, "--backbone", "zf5", "--weights", "none",
+            "--set", "backbone.width=0.25", "--set", "extract.norm_sample_images=2", "--scales", "64"]
+    assert _cli(*base, "--dataset", root).exit_code == 0
+    copy = tmp_path / "copy" / root.name
+    shutil.copytree(root, copy, copy_function=shutil.copyfile)  # bytes only, as `cp -r`: new times
+    for image in open_dataset(str(copy), "train").records:
+        os.utime(image.path, ns=(10**18, 10**18))
+    again = _cli(*base, "--dataset", copy)
+    assert again.exit_code == 0 and "nothing to do" in again.output
 
 
 def test_a_new_norm_target_makes_the_trained_models_stale(tmp_path):

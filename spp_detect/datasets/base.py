@@ -114,21 +114,23 @@ class DetectionDataset:
         return h.hexdigest()[:16]
 
     def files_fingerprint(self) -> str:
-        """A short hash of every image file's size and modification time.
+        """A short hash of every image file's bytes.
 
         :meth:`fingerprint` covers ids, sizes and annotations; this covers the pixels, so that an
-        image replaced by another of the same size makes the caches built from it stale. Size and
-        mtime (what make and rsync go by) rather than a content hash: hashing would read the
-        whole dataset on every command. Copying a dataset without keeping times (``cp`` without
-        ``-p``) therefore counts as a change. A missing file hashes as missing.
+        image replaced by another of the same size makes the caches built from it stale. The bytes
+        rather than size and modification time: a dataset copied without its times (``cp -r``, a
+        fresh mount of a shared copy) keeps its hours of proposals and features, and a file
+        touched but unchanged is no change. It reads every image of the split once per command:
+        0.4 s for VOC 2007's 4,465 JPEGs (159 MB) with the files in the page cache; at that rate
+        50 s for COCO train2017's 18 GB (more from a cold disk). A missing file hashes as missing.
         """
         cached = getattr(self, "_files_fingerprint", None)
         if cached is None:
             h = hashlib.sha256()
             for r in self.records:
                 try:
-                    st = Path(r.path).stat()
-                    h.update(f"{r.image_id}|{st.st_size}|{st.st_mtime_ns}|".encode())
+                    digest = hashlib.sha256(Path(r.path).read_bytes()).hexdigest()
+                    h.update(f"{r.image_id}|{digest}|".encode())
                 except OSError:
                     h.update(f"{r.image_id}|missing|".encode())
             cached = self._files_fingerprint = h.hexdigest()[:16]
