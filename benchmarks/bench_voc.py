@@ -1,7 +1,7 @@
 """The paper's detection table on real photographs: VOC 2007 images of ``../shared/data``.
 
 Rows: SVMs on the SPP vector (no fine-tuning), SVMs on fine-tuned fc7, fc7 + box regression.
-Columns: one scale (688, or ``--scale N``: its own run folders, ``spp_1scaleN``) and, with
+Columns: one scale (the pipeline file's, or ``--scale N``; run folders ``spp_1scaleN``, ``spp_1scale`` for 688) and, with
 ``--five-scales``, the paper's five (on the one-scale column's proposals). With ``--rcnn``, on a
 subset of the same splits (``--rcnn-train``, ``--rcnn-test``): SPP at one and at five scales
 against R-CNN on the same trunk (R-CNN runs the trunk once per window: hours per 100 images).
@@ -549,6 +549,13 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
     print(f"report -> {report}", flush=True)
 
 
+def pipeline_scale() -> int:
+    """The one scale of ``pipelines/voc2007_cpu.toml``."""
+    from spp_detect.config import load_config
+
+    return load_config(str(PIPELINE), []).extract.scales[0]
+
+
 def names_of(flag: str, text: str, known: list[str]) -> tuple[str, ...]:
     """The comma-separated names of ``text`` in their order; ValueError naming ``flag`` for any not in ``known``."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
@@ -562,8 +569,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=Path.home() / "spp-bench-voc", help="run folders (outside the checkout)")
     ap.add_argument("--five-scales", action="store_true", help="also the five-scale column")
-    ap.add_argument("--scale", type=int, default=688,
-                    help="the one-scale column's scale (default 688, the paper's; another gets its own run folders)")
+    ap.add_argument("--scale", type=int, default=pipeline_scale(),
+                    help="the one-scale column's scale (default: the pipeline file's; each scale gets its own run folders)")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--val-split", default="val_mini")
     ap.add_argument("--test-split", default="val_rest")
