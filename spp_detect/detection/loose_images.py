@@ -40,7 +40,8 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
     from .scoring import detect_image
     from .stage import detect_params
 
-    w, b, features_kind, classes = load_svms(run, expect=scaling_stamp(cfg))
+    svms = load_svms(run, expect=scaling_stamp(cfg))
+    w, b, features_kind, classes = svms.weights, svms.bias, svms.features, svms.classes
     train_cache_path = features_path(run, cfg.data.train_split)
     if not train_cache_path.is_file():
         raise ArtifactError(f"{train_cache_path}: needed for the feature normalisation; is {run} a trained run folder?")
@@ -49,7 +50,7 @@ def detect_files(cfg: PipelineConfig, run: Path, paths: list[Path], out_dir: Pat
         pooler = RoiSppPooler(train_cache.levels, train_cache.concat_order)
     head, meta = load_head(head_path(run)) if features_kind == "fc7" else (None, None)
     scaler = FeatureScaler(features_kind, pool_scale, head, meta, cfg.extract.norm_target,
-                           resolve_device(cfg.detect.device, "detect.device"))
+                           resolve_device(cfg.detect.device, "detect.device"), svms.fc7_precision)
     regressors = BoxRegressors.load(bbox_path(run)) if cfg.detect.bbox_regression else None
     settings = extract_settings(cfg)
     extractor = Extractor(load_backbone(cfg, run), settings, resolve_device(cfg.extract.device, "extract.device"))

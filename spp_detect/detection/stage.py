@@ -53,13 +53,16 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
     for path in [out_json, *(out_comp4 / comp4_filename(ds.split, c) for c in ds.classes)]:
         check_overwrite(path, overwrite)
     check_writable(out_json.parent)
-    w, b, features_kind, classes = load_svms(run, expect=scaling_stamp(cfg))
-    if tuple(classes) != tuple(ds.classes):
+    svms = load_svms(run, expect=scaling_stamp(cfg))
+    w, b = svms.weights, svms.bias
+    if tuple(svms.classes) != tuple(ds.classes):
         from ..errors import ArtifactError
 
-        raise ArtifactError(f"{svm_path(run)}: trained for classes {classes}, the dataset has {list(ds.classes)}")
+        raise ArtifactError(f"{svm_path(run)}: trained for classes {svms.classes}, the dataset has {list(ds.classes)}")
     cache = open_features(run, ds)
-    provider, _ = feature_provider(cfg, run, cache, features_kind, resolve_device(d.device, "detect.device"))
+    # fc7 computed as the SVMs saw it when they were trained
+    provider, _ = feature_provider(cfg, run, cache, svms.features, resolve_device(d.device, "detect.device"),
+                                   svms.fc7_precision)
     regressors = BoxRegressors.load(bbox_path(run)) if d.bbox_regression else None
     params = detect_params(cfg)
     collector = DetectionCollector(ds.classes)

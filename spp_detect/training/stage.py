@@ -18,7 +18,7 @@ from ..artifacts.layout import (
     svm_checkpoint_path,
     svm_path,
 )
-from ..config import PipelineConfig, config_hash
+from ..config import PipelineConfig, config_hash, to_dict
 from ..datasets.base import DetectionDataset
 from ..features.stage import features_hash, open_features, scaling_stamp, weights_source
 from ..runtime import barrier, resolve_device, start_world
@@ -67,13 +67,17 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
     return summary
 
 
-def feature_provider(cfg: PipelineConfig, run: Path, cache, kind: str, device: str = "cpu"):
+def feature_provider(cfg: PipelineConfig, run: Path, cache, kind: str, device: str = "cpu",
+                     precision: str = "float32"):
+    """What scores a cache's windows for the SVMs: fc7 of the run's head (computed in
+    ``precision``) or the SPP vector; and the key of those features that models are stamped with."""
     from .head import load_head
     from .svm_features import FeatureProvider
 
     if kind == "fc7":
         head, meta = load_head(head_path(run))
-        provider = FeatureProvider("fc7", cache, head, meta, cfg.extract.norm_target, device=device)
+        provider = FeatureProvider("fc7", cache, head, meta, cfg.extract.norm_target, device=device,
+                                   precision=precision)
         return provider, config_hash(meta["stamp"], meta["fc7_norm_mean"])
     return FeatureProvider("pool", cache, target=cfg.extract.norm_target, device=device), "pool"
 
@@ -108,12 +112,15 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     out = svm_path(run)
     cache = open_features(run, train_ds)
     device = resolve_device(s.device, "svm.device")
-    provider, head_key = feature_provider(cfg, run, cache, s.features, device)
+    precision = s.fc7_precision if s.features == "fc7" else "float32"
+    provider, head_key = feature_provider(cfg, run, cache, s.features, device, precision)
     # where it runs, where the cached rows live and how often it saves its state do not change the
     # SVMs: left out of the stamp.
     # memory_mb can (a fit over it keeps only its class's hardest negatives), so it stays in
-    stamp = {"features": features_hash(cache), "head": head_key,
-             "svm": config_hash(replace(s, workers=0, device="", checkpoint_minutes=0.0, cache="memory")),
+    settings_key = to_dict(replace(s, workers=0, device="", checkpoint_minutes=0.0, cache="memory"))
+    if precision == "float32":
+        del settings_key["fc7_precision"]  # absent: float32, so SVMs trained before it existed stay current
+    stamp = {"features": features_hash(cache), "head": head_key, "svm": config_hash(settings_key),
              **scaling_stamp(cfg)}
     if out.exists() and not overwrite:
         open_h5_checked(out, SVM_FORMAT, SVM_VERSION, stamp, remedy="pass --overwrite to train again").close()
@@ -188,6 +195,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
         with h5py.File(tmp, "w") as h5:
             write_stamp(h5, SVM_FORMAT, SVM_VERSION, stamp)
             h5.attrs["features"] = s.features
+            h5.attrs["fc7_precision"] = precision
             h5.attrs["classes"] = json.dumps(list(train_ds.classes))
             h5.attrs["logs"] = json.dumps(logs)
             h5.attrs["memory"] = json.dumps(memory)
@@ -200,12 +208,14 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
 
 class Svms(NamedTuple):
     """The SVMs of a run: ``weights`` float32 (K, D), ``bias`` (K,), ``features`` what they score
-    (``fc7`` or ``pool``), ``classes`` their names in order."""
+    (``fc7`` or ``pool``), ``classes`` their names in order, ``fc7_precision`` the arithmetic
+    fc7 was computed in when they were trained (``svm.fc7_precision``)."""
 
     weights: np.ndarray
     bias: np.ndarray
     features: str
     classes: list
+    fc7_precision: str = "float32"
 
 
 def load_svms(run: Path, expect: dict | None = None) -> Svms:
@@ -216,7 +226,8 @@ def load_svms(run: Path, expect: dict | None = None) -> Svms:
 
     with open_h5_checked(svm_path(run), SVM_FORMAT, SVM_VERSION, expect,
                          remedy="run 'spp-detect train-svm' (with --overwrite to replace them)") as h5:
-        return Svms(h5["weights"][()], h5["bias"][()], str(h5.attrs["features"]), json.loads(h5.attrs["classes"]))
+        return Svms(h5["weights"][()], h5["bias"][()], str(h5.attrs["features"]), json.loads(h5.attrs["classes"]),
+                    str(h5.attrs.get("fc7_precision", "float32")))
 
 
 def run_train_bbox(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False,

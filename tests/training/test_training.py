@@ -289,9 +289,10 @@ def test_detect_computes_each_conv5_window_once_with_the_same_detections(tiny_ru
     run_train_bbox(cfg, run, train)
     run_detect(cfg, run, test, overwrite=True)
     got = read_detections(run / "detections" / "test.json", test)
-    w, b, features_kind, _ = load_svms(run)
+    svms = load_svms(run)
+    w, b = svms.weights, svms.bias
     cache = FeatureCache(features_path(run, "test"))
-    provider, _ = feature_provider(cfg, run, cache, features_kind)
+    provider, _ = feature_provider(cfg, run, cache, svms.features)
     regressors = BoxRegressors.load(models_dir(run) / "bbox.h5")
     d = cfg.detect
     params = DetectParams(d.score_floor, d.nms_iou, d.max_per_class, d.bbox_regression)
@@ -388,6 +389,70 @@ def test_scores_through_the_device_path_equal_the_features_times_the_svms(tiny_r
     pool = FeatureScaler("pool", 2.0)
     np.testing.assert_allclose(pool.scores(pooled, np.ones((1, 40), np.float32), np.zeros(1, np.float32)),
                                pooled.sum(1, keepdim=True).numpy(), rtol=1e-5)
+
+
+def test_bfloat16_fc7_stays_close_to_float32_and_leaves_the_head_alone():
+    from spp_detect.training.head import SppHead
+    from spp_detect.training.svm_features import FeatureScaler
+
+    torch.manual_seed(0)
+    head = SppHead(400, 64, 3, dropout=0.0).eval()
+    pooled = torch.rand(80, 400)
+    w, b = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32), np.float32([-1, 0.5, 0])
+    meta = {"fc7_norm_mean": 4.0}
+    f32 = FeatureScaler("fc7", 1.0, head, meta, target=20.0)
+    bf16 = FeatureScaler("fc7", 1.0, head, meta, target=20.0, precision="bfloat16")
+    assert head.fc6.weight.dtype == torch.float32  # the caller's head is not converted
+    a, c = f32.from_pooled(pooled), bf16.from_pooled(pooled)
+    assert c.dtype == np.float32 and c.shape == a.shape
+    rel = np.linalg.norm(a - c, axis=1) / np.linalg.norm(a, axis=1)
+    assert 0 < rel.max() < 0.02  # rounded (8-bit mantissas), but summed in float32
+    np.testing.assert_allclose(bf16.scores(pooled, w, b), c @ w.T + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bf16.device_scores(pooled, w, b), c @ w.T + b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="precision"):
+        FeatureScaler("fc7", 1.0, head, meta, precision="float16")
+
+
+def test_svms_trained_on_bfloat16_fc7_are_applied_to_bfloat16_fc7(tiny_run, tmp_path):
+    import shutil
+
+    from spp_detect.config import merge
+    from spp_detect.errors import ArtifactError
+    from spp_detect.evaluation.results_io import read_detections
+    from spp_detect.features.cache import FeatureCache
+    from spp_detect.training.stage import feature_provider, load_svms
+
+    cfg, run, root = tiny_run
+    train, val, test = (open_dataset(str(root), s) for s in ("train", "val", "test"))
+    run_finetune(cfg, run, train, val)  # the module's head (skipped when current)
+    mine = tmp_path / "run"
+    shutil.copytree(run / "features", mine / "features")
+    shutil.copytree(run / "models", mine / "models", ignore=shutil.ignore_patterns("svm*", "bbox*"))
+    cfg = merge(cfg, {"detect": {"bbox_regression": False}})
+    bf16 = merge(cfg, {"svm": {"fc7_precision": "bfloat16"}})
+    run_train_svm(bf16, mine, train)
+    svms = load_svms(mine)
+    assert svms.features == "fc7" and svms.fc7_precision == "bfloat16"
+    # SVMs of the other arithmetic are not current for float32 settings
+    with pytest.raises(ArtifactError, match="--overwrite"):
+        run_train_svm(cfg, mine, train)
+    # detect reads the precision from svm.h5, whatever its own settings say
+    run_detect(cfg, mine, test)
+    got = read_detections(mine / "detections" / "test.json", test)
+    cache = FeatureCache(features_path(mine, "test"))
+    providers = {p: feature_provider(cfg, mine, cache, "fc7", precision=p)[0] for p in ("bfloat16", "float32")}
+    gaps = {p: 0.0 for p in providers}
+    for image_id in cache.image_ids:
+        win = cache.windows(image_id)
+        idx = np.arange(win.n_gt, len(win.boxes))
+        for p, provider in providers.items():
+            scores = provider.scores(provider.pooled(image_id, idx, windows=win), svms.weights, svms.bias)
+            for c, name in enumerate(test.classes):
+                # every detection's score is one of its class's window scores (NMS keeps some)
+                kept = np.asarray(got[name].scores)[np.asarray(got[name].image_ids) == image_id]
+                if len(kept):
+                    gaps[p] = max(gaps[p], float(np.abs(kept[:, None] - scores[None, :, c]).min(1).max()))
+    assert gaps["bfloat16"] < 1e-5 < gaps["float32"]
 
 
 def test_finetune_optimizer_updates_as_plain_sgd():
