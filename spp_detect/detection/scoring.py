@@ -11,6 +11,21 @@ from ..core.nms import nms
 from ..training.bbox import BoxRegressors
 
 
+class SharedRows:
+    """A window per row, where windows with the same features share one stored row: window
+    ``i`` is ``rows[inverse[i]]``. Indexing gathers only the windows asked for, so an image's
+    kept boxes get their SPP vectors without a copy of every window's (2,000 x 25,600 floats)."""
+
+    def __init__(self, rows: np.ndarray, inverse: np.ndarray):
+        self.rows, self.inverse = rows, np.asarray(inverse)
+
+    def __len__(self) -> int:
+        return len(self.inverse)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.rows[self.inverse[index]]
+
+
 @dataclass(frozen=True)
 class DetectParams:
     score_floor: float = -1.5
@@ -21,7 +36,7 @@ class DetectParams:
 
 def detect_image(
     features: np.ndarray | None,
-    pooled: np.ndarray,
+    pooled: np.ndarray | SharedRows,
     boxes: np.ndarray,
     svm_w: np.ndarray,
     svm_b: np.ndarray,
@@ -35,9 +50,9 @@ def detect_image(
 
     ``features`` (N, D) for the SVMs (or their ``scores`` (N, K), computed elsewhere, e.g. on a
     GPU: then ``features`` may be None), ``pooled`` (N, D') norm-scaled SPP vectors for the
-    regressors, ``boxes`` (N, 4) internal convention. Per class: scores above the floor, NMS,
-    at most ``max_per_class``, then box regression of the kept boxes, clipped to the image
-    (scores unchanged). Returns ``[(class, boxes (K, 4) internal, scores (K,))]``.
+    regressors (an array, or :class:`SharedRows`), ``boxes`` (N, 4) internal convention. Per
+    class: scores above the floor, NMS, at most ``max_per_class``, then box regression of the
+    kept boxes, clipped to the image (scores unchanged). Returns ``[(class, boxes (K, 4) internal, scores (K,))]``.
     """
     if scores is None:
         scores = features @ svm_w.T + svm_b  # (N, K)

@@ -44,7 +44,7 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
     )
     from ..progress import progress
     from ..training.bbox import BoxRegressors
-    from .scoring import detect_image
+    from .scoring import SharedRows, detect_image
 
     d = cfg.detect
     out_json = detections_path(run, ds.split)
@@ -75,7 +75,7 @@ def run_detect(cfg: PipelineConfig, run: Path, ds: DetectionDataset, overwrite: 
         _, first, inverse = np.unique(cache.window_keys(win)[idx], return_index=True, return_inverse=True)
         pooled = provider.pooled(image_id, idx[first], windows=win)
         all_scores = provider.scores(pooled, w, b)[inverse]  # on the provider's device
-        pooled = pooled.cpu().numpy()[inverse]
+        pooled = SharedRows(pooled.cpu().numpy(), inverse)  # the regressors read the kept boxes' rows
         for c, boxes, scores in detect_image(None, pooled, win.boxes[idx], w, b, regressors,
                                              record.height, record.width, params, scores=all_scores):
             collector.add(image_id, c, boxes, scores)

@@ -315,6 +315,17 @@ def test_detect_computes_each_conv5_window_once_with_the_same_detections(tiny_ru
     assert n_unique < n_windows  # the data has shared windows, so the shortcut was exercised
 
 
+def test_shared_rows_index_as_the_gathered_matrix():
+    from spp_detect.detection.scoring import SharedRows
+
+    rng = np.random.default_rng(0)
+    rows, inverse = rng.normal(size=(5, 3)), rng.integers(0, 5, 12)
+    shared, full = SharedRows(rows, inverse), rows[inverse]
+    assert len(shared) == 12
+    for index in (np.array([0, 11, 3, 3]), np.arange(12), np.zeros(0, np.int64)):
+        np.testing.assert_array_equal(shared[index], full[index])
+
+
 def test_finetune_takes_the_model_selection_split_on_the_command_line(tiny_run, tmp_path):
     import shutil
 
