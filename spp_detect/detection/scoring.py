@@ -52,7 +52,8 @@ def detect_image(
     GPU: then ``features`` may be None), ``pooled`` (N, D') norm-scaled SPP vectors for the
     regressors (an array, or :class:`SharedRows`), ``boxes`` (N, 4) internal convention. Per
     class: scores above the floor, NMS, at most ``max_per_class``, then box regression of the
-    kept boxes, clipped to the image (scores unchanged). Returns ``[(class, boxes (K, 4) internal, scores (K,))]``.
+    kept boxes, clipped to the image (scores unchanged). Returns
+    ``[(class, boxes (K, 4) internal, scores (K,))]``.
     """
     if scores is None:
         scores = features @ svm_w.T + svm_b  # (N, K)

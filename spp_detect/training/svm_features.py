@@ -38,7 +38,7 @@ class FeatureScaler:
     the SPP vector and the head's weights to bfloat16 and accumulates in float32: fc6's
     25,600-d product, most of the time an image's windows take, runs about twice as fast where
     the hardware has bfloat16 dot products (fc7 differs from float32's by about 0.2% of its
-    norm; ``benchmarks/bench_pooling.py``). fc7 is float32 either way, as the SVMs take it.
+    norm; ``benchmarks/bench_window_scoring.py``). fc7 is float32 either way, as the SVMs take it.
     """
 
     def __init__(self, kind: str, pool_scale: float, head: SppHead | None = None, head_meta: dict | None = None,
@@ -75,9 +75,7 @@ class FeatureScaler:
     def device_scores(self, pooled: torch.Tensor, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """:meth:`scores` as torch computes them on ``device`` (what a GPU runs)."""
         with torch.no_grad():
-            x = pooled.to(self.device)
-            if self.kind == "fc7":
-                x = self.head.fc7_features(x.to(self.dtype)).float() * self.fc7_scale
+            x = self._fc7(pooled) if self.kind == "fc7" else pooled.to(self.device)
             w = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
             b = torch.as_tensor(bias, dtype=x.dtype, device=x.device)
             return (x @ w.T + b).cpu().numpy()
@@ -87,8 +85,12 @@ class FeatureScaler:
         if self.kind == "pool":
             return pooled.cpu().numpy()
         with torch.no_grad():
-            x = pooled.to(device=self.device, dtype=self.dtype)
-            return (self.head.fc7_features(x).float() * self.fc7_scale).cpu().numpy()
+            return self._fc7(pooled).cpu().numpy()
+
+    def _fc7(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Scaled float32 fc7 on ``device``, computed in the head's precision."""
+        x = pooled.to(device=self.device, dtype=self.dtype)
+        return self.head.fc7_features(x).float() * self.fc7_scale
 
 
 class FeatureProvider(FeatureScaler):
