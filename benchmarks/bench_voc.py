@@ -36,7 +36,8 @@ SHARED = Path(os.environ.get("SPP_SHARED", REPO.parent / "shared")).resolve()
 PIPELINE = REPO / "pipelines" / "voc2007_cpu.toml"
 FIVE = "480,576,688,864,1200"
 ROWS = (("pool", "SVM on the SPP vector (no fine-tuning)"), ("fc7", "SVM on fine-tuned fc7"),
-        ("fc7_bbox", "fine-tuned fc7 + box regression"))
+        ("fc7_bbox", "fine-tuned fc7 + box regression"),
+        ("softmax_bbox", "fine-tuned softmax + box regression (no SVMs; not in the paper)"))
 PAPER = {"pool": (43.0, 44.9), "fc7": (54.5, 55.2), "fc7_bbox": (58.0, 59.2)}  # ZF-5, official VOC07 test
 # the subset comparison's methods as its table shows them: name, title, what sets them apart
 SUBSET_METHODS = (("spp", "SPP, 1 scale", ["--set", "extract.scales=[688]"]),
@@ -155,7 +156,7 @@ def link(src: Path, dst: Path) -> None:
 
 
 def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[str], share_proposals: Path | None,
-               rows: tuple[str, ...] = ("pool", "fc7", "fc7_bbox")):
+               rows: tuple[str, ...] = ("pool", "fc7", "fc7_bbox", "softmax_bbox")):
     """The ``rows`` of one column (proposals and features first); returns ``{row: run folder}``.
 
     The SPP-vector row runs first: it needs only proposals and features, not fine-tuning.
@@ -183,14 +184,15 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         bench.step(f"{name}/detect/pool", ["detect", *pooled, "--run", str(pool), *test])
         bench.step(f"{name}/eval/pool", ["eval", *pooled, "--run", str(pool), *test, "--metric", "voc07"])
         out["pool"] = pool
-    if "fc7" in rows or "fc7_bbox" in rows:
-        # fine-tuned fc7 + box regression (the main row)
+    if {"fc7", "fc7_bbox", "softmax_bbox"} & set(rows):
         # --resume: an interrupted fine-tuning goes on from its checkpoint (the step runs only while
         # head.pt is not finished, so nothing finished is replaced)
         bench.step(f"{name}/finetune", ["finetune", *cfg, "--run", str(main), "--resume"])
+    if "fc7" in rows or "fc7_bbox" in rows:  # fine-tuned fc7 + box regression (the main row)
         bench.step(f"{name}/train-svm/fc7", ["train-svm", *cfg, "--run", str(main), "--features", "fc7"])
-    if "fc7_bbox" in rows:
+    if "fc7_bbox" in rows or "softmax_bbox" in rows:
         bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(main)])
+    if "fc7_bbox" in rows:
         bench.step(f"{name}/detect/fc7_bbox", ["detect", *cfg, "--run", str(main), *test])
         bench.step(f"{name}/eval/fc7_bbox", ["eval", *cfg, "--run", str(main), *test, "--metric", "voc07"])
         out["fc7_bbox"] = main
@@ -202,6 +204,17 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         bench.step(f"{name}/detect/fc7", ["detect", *nobb, "--run", str(fc7), *test])
         bench.step(f"{name}/eval/fc7", ["eval", *nobb, "--run", str(fc7), *test, "--metric", "voc07"])
         out["fc7"] = fc7
+    if "softmax_bbox" in rows:
+        # the same head and regressors, each class scored by the head's own classifier instead of
+        # an SVM (svm.classifier = "softmax": no mining)
+        soft = bench.root / f"{name}_softmax_bbox"
+        for part in ("proposals", "features", "models/head.pt", "models/bbox.h5"):
+            link(main / part, soft / part)
+        softmax = [*cfg, "--set", 'svm.classifier="softmax"']
+        bench.step(f"{name}/train-svm/softmax", ["train-svm", *softmax, "--run", str(soft)])
+        bench.step(f"{name}/detect/softmax_bbox", ["detect", *softmax, "--run", str(soft), *test])
+        bench.step(f"{name}/eval/softmax_bbox", ["eval", *softmax, "--run", str(soft), *test, "--metric", "voc07"])
+        out["softmax_bbox"] = soft
     return {row: folder / "eval" / f"{splits['test']}.json" for row, folder in out.items()}
 
 
@@ -487,7 +500,8 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
                 cells.append(f"{maps[(row, col)]['mAP']:.4f}")
             else:
                 cells.append("not yet run")
-        lines.append(f"| {title} | " + " | ".join(cells) + f" | {PAPER[row][0] / 100:.3f} / {PAPER[row][1] / 100:.3f} |")
+        paper = f"{PAPER[row][0] / 100:.3f} / {PAPER[row][1] / 100:.3f}" if row in PAPER else "-"
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {paper} |")
     lines.append("")
     for col in columns:
         have = [r for r, _ in ROWS if (r, col) in maps]
@@ -582,8 +596,9 @@ def main() -> int:
     ap.add_argument("--rcnn-proposals", type=int, default=None,
                     help="subset: keep the first N proposals per image (default: the pipeline's 2,000)")
     ap.add_argument("--report-only", action="store_true", help="write the report from what exists; run nothing")
-    ap.add_argument("--rows", default="pool,fc7,fc7_bbox",
-                    help="rows of the table to run, comma-separated (pool, fc7, fc7_bbox; the SPP-vector row first); "
+    ap.add_argument("--rows", default="pool,fc7,fc7_bbox,softmax_bbox",
+                    help="rows of the table to run, comma-separated (pool, fc7, fc7_bbox, softmax_bbox; the "
+                         "SPP-vector row first); "
                          "empty: none (with --rcnn, only the subset comparison)")
     args = ap.parse_args()
     data_root = SHARED / "data"

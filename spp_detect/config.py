@@ -231,6 +231,10 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class SvmConfig:
     features: str = one_of("fc7", "pool")  # fc7 (fine-tuned head) | pool (the SPP vector, no fine-tuning)
+    classifier: str = one_of("svm", "softmax")  # svm: one linear SVM per class, hard-negative mining (the
+    #   paper) | softmax: no mining; each class scored by the fine-tuned head's own classifier, its logit minus
+    #   background's (Fast R-CNN's choice; needs features = "fc7"). Either way RUN/models/svm.h5 holds one linear
+    #   model per class on the scaled fc7, and detect reads it the same way
     C: float = within(0.001, 0.0, math.inf, low_open=True)
     positive_weight: float = within(2.0, 0.0, math.inf, low_open=True)
     bias_feature: float = at_least(10.0, 0.0)
@@ -406,7 +410,18 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
             raise ConfigError(f"{path}: {exc}") from None
     for text in overrides:
         cfg = merge(cfg, parse_override(text))
+    try:
+        check_combinations(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
     return cfg
+
+
+def check_combinations(cfg: PipelineConfig) -> None:
+    """Settings that are each valid but not together (ConfigError naming both)."""
+    if cfg.svm.classifier == "softmax" and cfg.svm.features != "fc7":
+        raise ConfigError(f"svm.classifier = 'softmax' scores fc7 with the fine-tuned head's classifier; it needs "
+                          f"svm.features = 'fc7', got {cfg.svm.features!r}")
 
 
 def with_values(section, **values):

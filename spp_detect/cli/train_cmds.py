@@ -81,6 +81,9 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features,
               overwrite):
     """One linear SVM per class with hard-negative mining -> RUN/models/svm.h5.
 
+    With svm.classifier = "softmax", no mining: svm.h5 gets the fine-tuned head's own classifier
+    (each class's logit minus background's), which detect applies the same way.
+
     Mining saves its state every svm.checkpoint_minutes (RUN/models/svm.ckpt.h5): run the same
     command again after an interruption and it goes on from there (--overwrite starts over).
     """
@@ -91,6 +94,10 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features,
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
     summary = _trained(run_train_svm, cfg, run, train, overwrite)
     if summary is None:
+        return
+    if summary.get("classifier") == "softmax":
+        click.echo(f"svm.classifier = softmax: {len(train.classes)} classes scored by the fine-tuned head's "
+                   f"classifier (log-odds against background), no mining -> {summary['path']}")
         return
     for name, last in zip(train.classes, summary["final"], strict=True):
         click.echo(f"{name:>14}: {last['positives']} positives, {last['kept_negatives']} hard negatives, "

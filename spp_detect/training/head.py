@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,6 +39,14 @@ class SppHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cls(self.drop(self.fc7_features(x)))
+
+    def log_odds(self, fc7_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier as one linear model per class on fc7 scaled by ``fc7_scale``: class
+        ``c``'s logit minus background's (float32 weights (K, fc_dim), bias (K,)). Its ranking of a
+        class's windows is the softmax's ratio p(c) / p(background)."""
+        w = self.cls.weight.detach().double().cpu().numpy()
+        b = self.cls.bias.detach().double().cpu().numpy()
+        return ((w[1:] - w[0]) / fc7_scale).astype(np.float32), (b[1:] - b[0]).astype(np.float32)
 
 
 def save_head(path: Path, head: SppHead, meta: dict) -> Path:

@@ -91,16 +91,14 @@ SVM_VERSION = 2  # 2: positives gathered before mining, capped caches (version 1
 def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False) -> dict:
     """Mine and train the SVMs -> ``svm.h5``. Mining saves its state every ``svm.checkpoint_minutes``
     (``svm.ckpt.h5``); run again after a kill, it goes on from there (``overwrite``: starts over)."""
-    import json
     import logging
     import os
     import time
 
-    import h5py
     import numpy as np
 
-    from ..artifacts.files import atomic_path
-    from ..artifacts.stamps import open_h5_checked, write_stamp
+    from ..artifacts.stamps import open_h5_checked
+    from ..config import check_combinations
     from ..datasets.base import usable_gt
     from ..errors import ArtifactError
     from ..progress import progress
@@ -109,6 +107,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     from .svm_checkpoint import load_checkpoint, save_checkpoint
 
     s = cfg.svm
+    check_combinations(cfg)  # command-line options (--features) come after the file's check
     out = svm_path(run)
     cache = open_features(run, train_ds)
     device = resolve_device(s.device, "svm.device")
@@ -120,11 +119,21 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     settings_key = to_dict(replace(s, workers=0, device="", checkpoint_minutes=0.0, cache="memory"))
     if precision == "float32":
         del settings_key["fc7_precision"]  # absent: float32, so SVMs trained before it existed stay current
+    if s.classifier == "svm":
+        del settings_key["classifier"]  # absent likewise
+    else:  # no mining: none of its settings change the models
+        settings_key = {k: settings_key[k] for k in ("features", "classifier", "fc7_precision") if k in settings_key}
     stamp = {"features": features_hash(cache), "head": head_key, "svm": config_hash(settings_key),
              **scaling_stamp(cfg)}
     if out.exists() and not overwrite:
         open_h5_checked(out, SVM_FORMAT, SVM_VERSION, stamp, remedy="pass --overwrite to train again").close()
         return {"skipped": True, "path": str(out)}
+
+    if s.classifier == "softmax":
+        w, b = provider.head.log_odds(provider.fc7_scale)
+        logs, memory = [[] for _ in train_ds.classes], {}
+        _write_svms(out, stamp, s.features, precision, train_ds.classes, w, b, logs, memory)
+        return {"path": str(out), "classifier": "softmax", "final": [{} for _ in logs]}
 
     def labelled(image_id):
         gt_boxes, gt_labels = usable_gt(train_ds.record(image_id))
@@ -191,19 +200,30 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
             saved = time.monotonic()
 
     w, b, logs, memory = mine(trainer, prefetched(images(trainer.images_seen)), after_image=checkpoint)
+    _write_svms(out, stamp, s.features, precision, train_ds.classes, w, b, logs, memory)
+    ckpt.unlink(missing_ok=True)
+    return {"path": str(out), "retrains": [len(x) for x in logs], "final": [x[-1] if x else {} for x in logs],
+            **memory}
+
+
+def _write_svms(out: Path, stamp: dict, features: str, precision: str, classes, w, b, logs, memory) -> None:
+    import json
+
+    import h5py
+
+    from ..artifacts.files import atomic_path
+    from ..artifacts.stamps import write_stamp
+
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
             write_stamp(h5, SVM_FORMAT, SVM_VERSION, stamp)
-            h5.attrs["features"] = s.features
+            h5.attrs["features"] = features
             h5.attrs["fc7_precision"] = precision
-            h5.attrs["classes"] = json.dumps(list(train_ds.classes))
+            h5.attrs["classes"] = json.dumps(list(classes))
             h5.attrs["logs"] = json.dumps(logs)
             h5.attrs["memory"] = json.dumps(memory)
             h5.create_dataset("weights", data=w)
             h5.create_dataset("bias", data=b)
-    ckpt.unlink(missing_ok=True)
-    return {"path": str(out), "retrains": [len(x) for x in logs], "final": [x[-1] if x else {} for x in logs],
-            **memory}
 
 
 class Svms(NamedTuple):

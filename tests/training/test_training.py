@@ -424,14 +424,9 @@ def test_bfloat16_fc7_stays_close_to_float32_and_leaves_the_head_alone():
         FeatureScaler("fc7", 1.0, head, meta, precision="float16")
 
 
-def test_svms_trained_on_bfloat16_fc7_are_applied_to_bfloat16_fc7(tiny_run, tmp_path):
+def _fine_tuned_copy(tiny_run, tmp_path):
+    """A run folder of the module's features and fine-tuned head, without SVMs or regressors."""
     import shutil
-
-    from spp_detect.config import merge
-    from spp_detect.errors import ArtifactError
-    from spp_detect.evaluation.results_io import read_detections
-    from spp_detect.features.cache import FeatureCache
-    from spp_detect.training.stage import feature_provider, load_svms
 
     cfg, run, root = tiny_run
     train, val, test = (open_dataset(str(root), s) for s in ("train", "val", "test"))
@@ -439,6 +434,17 @@ def test_svms_trained_on_bfloat16_fc7_are_applied_to_bfloat16_fc7(tiny_run, tmp_
     mine = tmp_path / "run"
     shutil.copytree(run / "features", mine / "features")
     shutil.copytree(run / "models", mine / "models", ignore=shutil.ignore_patterns("svm*", "bbox*"))
+    return cfg, mine, (train, test)
+
+
+def test_svms_trained_on_bfloat16_fc7_are_applied_to_bfloat16_fc7(tiny_run, tmp_path):
+    from spp_detect.config import merge
+    from spp_detect.errors import ArtifactError
+    from spp_detect.evaluation.results_io import read_detections
+    from spp_detect.features.cache import FeatureCache
+    from spp_detect.training.stage import feature_provider, load_svms
+
+    cfg, mine, (train, test) = _fine_tuned_copy(tiny_run, tmp_path)
     cfg = merge(cfg, {"detect": {"bbox_regression": False}})
     bf16 = merge(cfg, {"svm": {"fc7_precision": "bfloat16"}})
     run_train_svm(bf16, mine, train)
@@ -464,6 +470,53 @@ def test_svms_trained_on_bfloat16_fc7_are_applied_to_bfloat16_fc7(tiny_run, tmp_
                 if len(kept):
                     gaps[p] = max(gaps[p], float(np.abs(kept[:, None] - scores[None, :, c]).min(1).max()))
     assert gaps["bfloat16"] < 1e-5 < gaps["float32"]
+
+
+def test_head_log_odds_rank_windows_as_the_softmax_ratio():
+    from spp_detect.training.head import SppHead
+    from spp_detect.training.svm_features import FeatureScaler
+
+    torch.manual_seed(0)
+    head = SppHead(40, 16, 3, dropout=0.0).eval()
+    torch.nn.init.normal_(head.cls.weight, std=0.5)  # a classifier that separates, not the init's near-zero one
+    torch.nn.init.normal_(head.cls.bias, std=0.5)
+    pooled = torch.rand(60, 40)
+    scaler = FeatureScaler("fc7", 1.0, head, {"fc7_norm_mean": 4.0}, target=20.0)  # fc7 scaled by 5
+    w, b = head.log_odds(scaler.fc7_scale)
+    assert w.shape == (3, 16) and b.shape == (3,) and w.dtype == np.float32
+    with torch.no_grad():
+        log_p = torch.log_softmax(head(pooled), dim=1).numpy()
+    # on the scaled fc7 the SVMs would see: log p(class) - log p(background), class by class
+    np.testing.assert_allclose(scaler.scores(pooled, w, b), log_p[:, 1:] - log_p[:, :1], rtol=1e-4, atol=1e-4)
+
+
+def test_softmax_classifier_writes_the_heads_log_odds_without_mining(tiny_run, tmp_path):
+    from spp_detect.config import merge
+    from spp_detect.errors import ArtifactError, ConfigError
+    from spp_detect.training.head import load_head
+    from spp_detect.training.stage import load_svms
+
+    cfg, mine, (train, test) = _fine_tuned_copy(tiny_run, tmp_path)
+    soft = merge(cfg, {"svm": {"classifier": "softmax"}, "detect": {"bbox_regression": False}})
+    summary = run_train_svm(soft, mine, train)
+    assert summary["classifier"] == "softmax" and not (mine / "models" / "svm.ckpt.h5").exists()
+    svms = load_svms(mine)
+    head, meta = load_head(mine / "models" / "head.pt")
+    w, b = head.log_odds(cfg.extract.norm_target / meta["fc7_norm_mean"])
+    assert svms.features == "fc7" and svms.classes == list(train.classes)
+    np.testing.assert_array_equal(svms.weights, w)
+    np.testing.assert_array_equal(svms.bias, b)
+    assert run_train_svm(soft, mine, train)["skipped"]
+    # SVM settings do not make the head's classifier stale; the paper's SVMs are another model
+    assert run_train_svm(merge(soft, {"svm": {"C": 5.0}}), mine, train)["skipped"]
+    with pytest.raises(ArtifactError, match="--overwrite"):
+        run_train_svm(cfg, mine, train)
+    assert run_detect(soft, mine, test)["detections"] > 0
+    # the head's classifier scores fc7 only: refused when loaded, naming both settings
+    with pytest.raises(ConfigError, match="svm.features = 'fc7', got 'pool'"):
+        load_config(None, ["svm.classifier=softmax", "svm.features=pool"])
+    with pytest.raises(ConfigError, match="svm.classifier"):
+        run_train_svm(merge(soft, {"svm": {"features": "pool"}}), mine, train)
 
 
 def test_finetune_optimizer_updates_as_plain_sgd():
