@@ -69,7 +69,6 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 
-    t0 = time.perf_counter()
     image_id, n_boxes, fmap, rects = real_image_windows(args.scale)
     pooler = RoiSppPooler((6, 3, 2, 1))
     dim = pooler.output_dim(fmap.shape[0])
@@ -107,7 +106,6 @@ def main() -> None:
     print(f"\nbfloat16's fc6 + fc7: **{ratio:.2f}x** float32's (best of {args.repeat}); with pooling, an image's "
           f"windows **{per_image:.2f}x**. fc7 relative L2 difference per window: median {np.median(rel):.2e}, "
           f"largest {rel.max():.2e}; a linear scorer's top 5% of windows agree on {overlap:.1%}.\n")
-    print(f"_(bench_window_scoring.py: {time.perf_counter() - t0:.0f} s)_")
 
 
 if __name__ == "__main__":
