@@ -1,8 +1,9 @@
 """The paper's detection table on real photographs: VOC 2007 images of ``../shared/data``.
 
 Rows: SVMs on the SPP vector (no fine-tuning), SVMs on fine-tuned fc7, fc7 + box regression.
-Columns: one scale (the pipeline file's, or ``--scale N``; run folders ``spp_1scaleN``, ``spp_1scale`` for 688) and, with
-``--five-scales``, the paper's five (on the one-scale column's proposals). With ``--rcnn``, on a
+Columns (``--columns``): one scale (the pipeline file's, or ``--scale N``; run folders ``spp_1scaleN``, ``spp_1scale``
+for 688) and five: the paper's five scaled as its 688 is to the one scale (480-1200 at 688, 240-608 at 352; run
+folders ``spp_5scales`` for 688, ``spp_5scalesN`` otherwise; on the one-scale column's proposals when it runs too). With ``--rcnn``, on a
 subset of the same splits (``--rcnn-train``, ``--rcnn-test``): SPP at one and at five scales
 against R-CNN on the same trunk (R-CNN runs the trunk once per window: hours per 100 images).
 Trained on the shared
@@ -35,6 +36,13 @@ REPO = HERE.parent
 SHARED = Path(os.environ.get("SPP_SHARED", REPO.parent / "shared")).resolve()
 PIPELINE = REPO / "pipelines" / "voc2007_cpu.toml"
 FIVE = "480,576,688,864,1200"
+
+
+def five_scales(scale: int) -> str:
+    """The paper's five scales (480-1200 around its single 688) scaled as 688 is to ``scale``,
+    rounded to multiples of the trunk's stride, 16: 240,288,352,448,608 at 352."""
+    return ",".join(str(max(16, round(int(s) * scale / 688 / 16) * 16)) for s in FIVE.split(","))
+
 ROWS = (("pool", "SVM on the SPP vector (no fine-tuning)"), ("fc7", "SVM on fine-tuned fc7"),
         ("fc7_bbox", "fine-tuned fc7 + box regression"),
         ("softmax_bbox", "fine-tuned softmax + box regression (no SVMs; not in the paper)"))
@@ -477,7 +485,7 @@ def _report_helpers():
 
 
 def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, started: float,
-                 rcnn: tuple | None = None) -> None:
+                 rcnn: tuple | None = None, data_root: Path = SHARED / "data") -> None:
     machine, split_report = _report_helpers()
 
     lines = ["## VOC 2007 real photographs: the paper's table (CPU)", ""]
@@ -533,7 +541,7 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
     if status:
         lines += [status, ""]
     one_scale = next(iter(columns.values()))["fc7_bbox"].parent.parent  # the main row's run folder
-    lines += finetune_lines(bench, one_scale, splits, SHARED / "data")
+    lines += finetune_lines(bench, one_scale, splits, data_root)
     lines += pipeline_lines(bench, columns)
     if rcnn is not None:
         lines += rcnn_lines(bench, *rcnn)
@@ -582,9 +590,13 @@ def names_of(flag: str, text: str, known: list[str]) -> tuple[str, ...]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=Path.home() / "spp-bench-voc", help="run folders (outside the checkout)")
-    ap.add_argument("--five-scales", action="store_true", help="also the five-scale column")
+    ap.add_argument("--columns", default="1", help="columns of the table to run, comma-separated: 1 (one scale), "
+                    "5 (five scales, the paper's scaled as 688 is to --scale)")
+    ap.add_argument("--five-scales", action="store_true", help="also the five-scale column (--columns 1,5)")
     ap.add_argument("--scale", type=int, default=pipeline_scale(),
                     help="the one-scale column's scale (default: the pipeline file's; each scale gets its own run folders)")
+    ap.add_argument("--data-root", type=Path, default=SHARED / "data",
+                    help="a VOCdevkit's parent (default: the shared copy), e.g. one with a split of your own")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--val-split", default="val_mini")
     ap.add_argument("--test-split", default="val_rest")
@@ -601,7 +613,7 @@ def main() -> int:
                          "SPP-vector row first); "
                          "empty: none (with --rcnn, only the subset comparison)")
     args = ap.parse_args()
-    data_root = SHARED / "data"
+    data_root = args.data_root.resolve()
     weights = SHARED / "weights" / "squeezenet1_0-imagenet-caffe.pth"
     if not (data_root / "VOCdevkit" / "VOC2007").is_dir() or not weights.is_file():
         print(f"needs {data_root}/VOCdevkit/VOC2007 and {weights} (set SPP_SHARED)", file=sys.stderr)
@@ -609,6 +621,7 @@ def main() -> int:
     try:
         rows = names_of("--rows", args.rows, [r for r, _ in ROWS])
         subset_methods = names_of("--subset-methods", args.subset_methods, [m for m, _, _ in SUBSET_METHODS])
+        column_names = names_of("--columns", args.columns + (",5" if args.five_scales else ""), ["1", "5"])
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
@@ -624,10 +637,14 @@ def main() -> int:
     if args.scale <= 0:
         print(f"--scale: {args.scale} is not a positive image size", file=sys.stderr)
         return 2
-    one = "spp_1scale" if args.scale == 688 else f"spp_1scale{args.scale}"
-    plans = {f"1 scale ({args.scale})": (one, str(args.scale), None)}
-    if args.five_scales:  # the same proposals as the one-scale column
-        plans["5 scales (480-1200)"] = ("spp_5scales", FIVE, args.root / one)
+    suffix = "" if args.scale == 688 else str(args.scale)
+    one, five = f"spp_1scale{suffix}", five_scales(args.scale)
+    plans = {}
+    if "1" in column_names:
+        plans[f"1 scale ({args.scale})"] = (one, str(args.scale), None)
+    if "5" in column_names:  # on the one-scale column's proposals when it runs too
+        plans[f"5 scales ({five.replace(',', ', ')})"] = (f"spp_5scales{suffix}", five,
+                                                           args.root / one if "1" in column_names else None)
     columns = {col: {row: args.root / (name if row == "fc7_bbox" else f"{name}_{row}") / "eval" / f"{args.test_split}.json"
                      for row, _ in ROWS} for col, (name, _, _) in plans.items()}
     rcnn = None  # the subset comparison: its evals, sizes and boxes per image (every report shows it)
@@ -636,13 +653,13 @@ def main() -> int:
         evals = {(m, r): args.root / f"subset_{m}{'' if r == 'pool_bbox' else '_nobbox'}" / "eval" / "subset_test.json"
                  for m, _, _ in SUBSET_METHODS for r in ("pool", "pool_bbox")}
         rcnn = (evals, args.rcnn_train, args.rcnn_test, args.rcnn_proposals)
-    bench.after_step = lambda: write_report(bench, columns, splits, counts, started, rcnn)
+    bench.after_step = lambda: write_report(bench, columns, splits, counts, started, rcnn, data_root)
     for name, scales, share in plans.values():
         if not args.report_only and rows:  # --rows "" with --rcnn: the subset comparison alone
             try:
                 run_column(bench, name, scales, splits, sets, share, rows)
             finally:
-                write_report(bench, columns, splits, counts, started, rcnn)
+                write_report(bench, columns, splits, counts, started, rcnn, data_root)
         main_eval = args.root / name / "eval" / f"{args.test_split}.json"
         if name == one and main_eval.is_file():
             pr_plot(args.root / name, args.test_split, data_root, HERE / "voc_pr.png")
@@ -650,8 +667,8 @@ def main() -> int:
         try:
             run_rcnn_comparison(bench, sub, sets, args.rcnn_proposals, subset_methods)
         finally:
-            write_report(bench, columns, splits, counts, started, rcnn)
-    write_report(bench, columns, splits, counts, started, rcnn)
+            write_report(bench, columns, splits, counts, started, rcnn, data_root)
+    write_report(bench, columns, splits, counts, started, rcnn, data_root)
     return 0
 
 

@@ -253,9 +253,10 @@ class SvmConfig:
     #   12 bytes per non-zero feature value with dcd, 36 with liblinear); a fit larger than this runs alone
     workers: int = at_least(0, 0)  # classes trained at once (dcd: threads; liblinear: processes); 0 = all cores
     device: str = one_of("auto", "cpu", "cuda")  # auto | cpu | cuda: where features are pooled and fc7 computed (the fits: CPU)
-    fc7_precision: str = one_of("float32", "bfloat16")  # fc6 and fc7's arithmetic when mining and detecting
-    #   (svm.features = "fc7"): bfloat16 inputs and weights, float32 sums; about 2x faster fc6 on a CPU with
-    #   AVX512-BF16 or AMX (slower without); recorded in svm.h5, so detect computes fc7 as the SVMs saw it
+    fc7_precision: str = one_of("float32", "bfloat16", "auto")  # fc6 and fc7's arithmetic when mining and
+    #   detecting (svm.features = "fc7"): bfloat16 inputs and weights, float32 sums; about 2x faster fc6 on a CPU
+    #   with AVX512-BF16 or AMX (slower without); auto: bfloat16 where svm.device multiplies it in hardware (those
+    #   CPUs, a CUDA GPU), float32 elsewhere. What ran is recorded in svm.h5, so detect computes fc7 as the SVMs saw it
     cache: str = one_of("memory", "disk")  # memory | disk: where the cached hard negatives live (disk: a file in
     #   RUN/models that the system pages in and out; at VOC size with the 25,600-d SPP vector they take gigabytes)
     checkpoint_minutes: float = at_least(10.0, 0.0)  # mining saves its state this often (RUN/models/svm.ckpt.h5):

@@ -105,18 +105,20 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     from .prefetch import prefetched
     from .svm import HardNegativeTrainer, SvmImage, gather_positives, mine
     from .svm_checkpoint import load_checkpoint, save_checkpoint
+    from .svm_features import resolve_fc7_precision
 
     s = cfg.svm
     check_combinations(cfg)  # command-line options (--features) come after the file's check
     out = svm_path(run)
     cache = open_features(run, train_ds)
     device = resolve_device(s.device, "svm.device")
-    precision = s.fc7_precision if s.features == "fc7" else "float32"
+    precision = resolve_fc7_precision(s.fc7_precision, device) if s.features == "fc7" else "float32"
     provider, head_key = feature_provider(cfg, run, cache, s.features, device, precision)
     # where it runs, where the cached rows live and how often it saves its state do not change the
     # SVMs: left out of the stamp.
     # memory_mb can (a fit over it keeps only its class's hardest negatives), so it stays in
     settings_key = to_dict(replace(s, workers=0, device="", checkpoint_minutes=0.0, cache="memory"))
+    settings_key["fc7_precision"] = precision  # what ran: auto and its resolution give the same SVMs
     if precision == "float32":
         del settings_key["fc7_precision"]  # absent: float32, so SVMs trained before it existed stay current
     if s.classifier == "svm":

@@ -26,6 +26,16 @@ def native_bfloat16(device: str) -> bool:
     return any(p() for p in probes if p is not None)
 
 
+def resolve_fc7_precision(setting: str, device: str) -> str:
+    """``svm.fc7_precision`` as it runs on ``device``: ``auto`` is bfloat16 where the device
+    multiplies it in hardware (:func:`native_bfloat16`), float32 elsewhere."""
+    if setting == "auto":
+        return "bfloat16" if native_bfloat16(device) else "float32"
+    if setting not in FC7_PRECISIONS:
+        raise ValueError(f"fc7 precision must be auto or one of {FC7_PRECISIONS}, got {setting!r}")
+    return setting
+
+
 class FeatureScaler:
     """What turns raw SPP vectors into what the SVMs score: the SPP vector itself (``pool``) or
     the fine-tuned fc7 (``fc7``), each scaled so its mean L2 norm is ``target`` (20).

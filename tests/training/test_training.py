@@ -437,7 +437,7 @@ def _fine_tuned_copy(tiny_run, tmp_path):
     return cfg, mine, (train, test)
 
 
-def test_svms_trained_on_bfloat16_fc7_are_applied_to_bfloat16_fc7(tiny_run, tmp_path):
+def test_svms_trained_on_bfloat16_fc7_are_applied_to_bfloat16_fc7(tiny_run, tmp_path, monkeypatch):
     from spp_detect.config import merge
     from spp_detect.errors import ArtifactError
     from spp_detect.evaluation.results_io import read_detections
@@ -453,6 +453,13 @@ def test_svms_trained_on_bfloat16_fc7_are_applied_to_bfloat16_fc7(tiny_run, tmp_
     # SVMs of the other arithmetic are not current for float32 settings
     with pytest.raises(ArtifactError, match="--overwrite"):
         run_train_svm(cfg, mine, train)
+    # auto is stamped as what it resolves to: bfloat16's SVMs are current on a device that has it, not elsewhere
+    auto = merge(cfg, {"svm": {"fc7_precision": "auto"}})
+    monkeypatch.setattr("spp_detect.training.svm_features.native_bfloat16", lambda device: True)
+    assert run_train_svm(auto, mine, train)["skipped"]
+    monkeypatch.setattr("spp_detect.training.svm_features.native_bfloat16", lambda device: False)
+    with pytest.raises(ArtifactError, match="--overwrite"):
+        run_train_svm(auto, mine, train)
     # detect reads the precision from svm.h5, whatever its own settings say
     run_detect(cfg, mine, test)
     got = read_detections(mine / "detections" / "test.json", test)
@@ -470,6 +477,18 @@ def test_svms_trained_on_bfloat16_fc7_are_applied_to_bfloat16_fc7(tiny_run, tmp_
                 if len(kept):
                     gaps[p] = max(gaps[p], float(np.abs(kept[:, None] - scores[None, :, c]).min(1).max()))
     assert gaps["bfloat16"] < 1e-5 < gaps["float32"]
+
+
+def test_auto_fc7_precision_is_bfloat16_only_where_the_device_multiplies_it(monkeypatch):
+    from spp_detect.training import svm_features
+
+    for native, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(svm_features, "native_bfloat16", lambda device, native=native: native)
+        assert svm_features.resolve_fc7_precision("auto", "cpu") == want
+        assert svm_features.resolve_fc7_precision("float32", "cpu") == "float32"
+        assert svm_features.resolve_fc7_precision("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(ValueError, match="float16"):
+        svm_features.resolve_fc7_precision("float16", "cpu")
 
 
 def test_head_log_odds_rank_windows_as_the_softmax_ratio():
