@@ -38,7 +38,7 @@ def _trained(run_stage, cfg, run, train, overwrite):
 @run_option
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="SGD iterations.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate.")
-@click.option("--resume", is_flag=True, help="Continue from RUN/models/finetune.ckpt.")
+@click.option("--resume", is_flag=True, help="Continue from RUN/models/finetune.ckpt (a finished head.pt is kept).")
 @with_config
 @overwrite_option
 def finetune(dataset, split, data_root, image_dir, skip_bad, val_split, run_dir, iterations, lr, resume, config_path, overrides,
@@ -56,7 +56,8 @@ def finetune(dataset, split, data_root, image_dir, skip_bad, val_split, run_dir,
                       data={"val_split": val_split})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
     val = open_split(cfg, dataset, cfg.data.val_split, data_root, image_dir, skip_bad) if cfg.data.val_split else None
-    summary = run_finetune(cfg, run, train, val, overwrite=overwrite or resume, resume=resume)
+    # --resume goes on from the checkpoint while head.pt is not written; a finished, current head.pt is kept
+    summary = run_finetune(cfg, run, train, val, overwrite=overwrite, resume=resume)
     if summary.get("skipped"):
         click.echo(f"{summary['path']} is complete and current; nothing to do")
         return

@@ -345,6 +345,11 @@ def test_finetune_takes_the_model_selection_split_on_the_command_line(tiny_run, 
     chosen = CliRunner().invoke(cli, [*args, "--val-split", "val", "--overwrite"])
     assert chosen.exit_code == 0, chosen.output
     assert "val_loss" in chosen.output and 'val_split = "val"' in (mine / "config.toml").read_text()
+    # --resume on a finished head: nothing is trained again or replaced
+    head = (mine / "models" / "head.pt").read_bytes()
+    resumed = CliRunner().invoke(cli, [*args, "--val-split", "val", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "nothing to do" in resumed.output and (mine / "models" / "head.pt").read_bytes() == head
 
 
 def test_detect_writes_its_outputs_all_or_nothing(tiny_run, tmp_path, monkeypatch):
