@@ -70,6 +70,10 @@ def finetune(dataset, split, data_root, image_dir, skip_bad, val_split, run_dir,
     click.echo(f"selected iteration {summary['selected_iteration']} -> {summary['path']}")
 
 
+# a final objective at this fraction of the trivial model's or more is reported as a weak fit
+WEAK_FIT = 0.97
+
+
 @click.command("train-svm")
 @dataset_options()
 @run_option
@@ -100,9 +104,28 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features,
         click.echo(f"svm.classifier = softmax: {len(train.classes)} classes scored by the fine-tuned head's "
                    f"classifier (log-odds against background), no mining -> {summary['path']}")
         return
+    from ..training.svm import trivial_objective
+
+    collapsed, weak = [], []
     for name, last in zip(train.classes, summary["final"], strict=True):
-        click.echo(f"{name:>14}: {last['positives']} positives, {last['kept_negatives']} hard negatives, "
-                   f"objective {last['objective']:.4f}")
+        if not last:
+            click.echo(f"{name:>14}: no positives, no SVM")
+            continue
+        trivial = trivial_objective(cfg.svm.C, cfg.svm.positive_weight, last["positives"])
+        line = (f"{name:>14}: {last['positives']} positives, {last['kept_negatives']} hard negatives, "
+                f"objective {last['objective']:.4f} ({last['objective'] / trivial:.1%} of the trivial model's)")
+        if last.get("collapsed"):
+            collapsed.append(name)
+            line += f"; retrain {last['retrain']} collapsed: keeps retrain {last['retrain'] - 1}'s model"
+        elif last["objective"] >= WEAK_FIT * trivial:
+            weak.append(name)
+        click.echo(line)
+    if collapsed or weak:
+        # the SVMs of these classes barely beat scoring every window -1: their AP suffers
+        click.echo(f"{len(collapsed)} collapsed ({', '.join(collapsed) or '-'}), {len(weak)} within "
+                   f"{1 - WEAK_FIT:.0%} of the trivial model's objective ({', '.join(weak) or '-'}): their "
+                   f"features hardly separate positives from hard negatives at svm.C = {cfg.svm.C:g} "
+                   "(svm.classifier = \"softmax\" does without SVMs)")
     click.echo(f"-> {summary['path']}")
 
 

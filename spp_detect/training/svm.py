@@ -53,6 +53,13 @@ FIT_BYTES_PER_NONZERO = 36
 COLLAPSE_TOLERANCE = 1e-3
 
 
+def trivial_objective(C: float, positive_weight: float, n_positives: int) -> float:
+    """The objective of the trivial model w = 0, b = -1: every window scores -1, so each positive
+    costs its hinge at -1, 2, weighted (``positive_weight``) and scaled by ``C``; negatives cost
+    nothing. A fit ending near it barely separates its positives from its hard negatives."""
+    return C * positive_weight * 2.0 * n_positives
+
+
 @dataclass
 class SvmImage:
     """One training image as the miner sees it (mining pass: its negatives).
@@ -487,7 +494,7 @@ class HardNegativeTrainer:
         -1.0001 and counts as hard, the cache fills up and the class retrains after every image
         (seen on VOC: chair, fc7 of a 512-wide head, C = 0.001).
         """
-        trivial = self.C * self.positive_weight * 2.0 * st.n_positives
+        trivial = trivial_objective(self.C, self.positive_weight, st.n_positives)
         return st.n_positives > 0 and objective >= (1.0 - COLLAPSE_TOLERANCE) * trivial
 
     def _apply(self, st: ClassState, timed: tuple, n_neg: int) -> None:

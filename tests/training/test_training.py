@@ -352,6 +352,37 @@ def test_finetune_takes_the_model_selection_split_on_the_command_line(tiny_run, 
     assert "nothing to do" in resumed.output and (mine / "models" / "head.pt").read_bytes() == head
 
 
+def test_train_svm_names_the_classes_whose_fits_end_at_the_trivial_model(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from spp_detect.cli.main import cli
+    from spp_detect.training.svm import trivial_objective
+    from tests.helpers import make_voc_tree
+
+    root = make_voc_tree(tmp_path / "voc", classes=("circle", "square", "star", "cross"), n_images=2,
+                         splits={"train": [0, 1]})
+    classes = open_dataset(str(root), "train").classes
+    trivial = trivial_objective(0.001, 2.0, 100)  # the config's C and positive weight
+
+    def fit(objective, collapsed=False, retrain=3):
+        return {"positives": 100, "kept_negatives": 0 if collapsed else 500, "objective": objective,
+                "collapsed": collapsed, "retrain": retrain}
+
+    final = [fit(trivial, collapsed=True, retrain=6), fit(0.98 * trivial), fit(0.5 * trivial)]
+    final += [{} for _ in classes[3:]]
+    summary = {"path": str(tmp_path / "run" / "models" / "svm.h5"), "retrains": [6, 3, 3] + [0] * (len(classes) - 3),
+               "final": final}
+    monkeypatch.setattr("spp_detect.training.stage.run_train_svm", lambda *a, **k: summary)
+    out = CliRunner().invoke(cli, ["train-svm", "--dataset", str(root), "--split", "train", "--run",
+                                   str(tmp_path / "run"), "--set", "svm.C=0.001", "--set", "svm.positive_weight=2"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert f"(100.0% of the trivial model's); retrain 6 collapsed: keeps retrain 5's model" in lines[0]
+    assert "(98.0% of the trivial model's)" in lines[1] and "(50.0% of the trivial model's)" in lines[2]
+    assert lines[3].endswith(f"{classes[3]}: no positives, no SVM")
+    assert f"1 collapsed ({classes[0]}), 1 within 3% of the trivial model's objective ({classes[1]})" in out.output
+
+
 def test_detect_writes_its_outputs_all_or_nothing(tiny_run, tmp_path, monkeypatch):
     import shutil
 
