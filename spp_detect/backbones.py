@@ -783,6 +783,11 @@ def save_backbone(backbone: Backbone, path: str | Path, extra: dict | None = Non
     return path
 
 
+def written_by_pretrain(path: str | Path) -> bool:
+    """Whether ``path`` is a backbone file written by ``spp-detect pretrain`` (not a plain state_dict)."""
+    return _read_torch_file(Path(path)).get("format") == BACKBONE_FORMAT
+
+
 def pretrained_head(weights: str | Path) -> dict | None:
     """The fc head saved beside a backbone by ``spp-detect pretrain``, or None (any other weights).
 

@@ -36,6 +36,8 @@ else:  # pragma: no cover - Python 3.10
 # what each field accepts, declared with the field and checked whenever a config is merged
 
 BACKBONE_NAMES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "resnet50")  # what spp_detect.backbones builds
+# the trunks whose ImageNet classifier gives the head's fc6 (finetune.init = "imagenet"), and its width
+IMAGENET_FC6_WIDTH = {"alexnet": 4096, "squeezenet1_0": 1000}
 
 
 def one_of(default: str, *others: str):
@@ -201,7 +203,10 @@ class ExtractConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     fc_dim: int = at_least(4096, 1)  # width of fc6 and fc7
-    init: str = one_of("pretrained", "random")  # pretrained (fc layers of 'spp-detect pretrain' when their shapes fit) | random
+    # pretrained (fc layers of 'spp-detect pretrain' when their shapes fit) | random | imagenet (fc6, and fc7
+    #   where it has one, from the trunk's ImageNet classifier: alexnet (fc_dim 4096), squeezenet1_0 (conv10 on
+    #   every bin: fc_dim 1000); spp_detect/training/imagenet_head.py)
+    init: str = one_of("pretrained", "random", "imagenet")
     dropout: float = within(0.5, 0.0, 1.0, high_open=True)
     iterations: int = at_least(300000, 1)
     lr: float = within(1e-4, 0.0, math.inf, low_open=True)  # paper: 1e-4 for 250k iterations then 1e-5; released code: 1e-3
@@ -423,6 +428,14 @@ def check_combinations(cfg: PipelineConfig) -> None:
     if cfg.svm.classifier == "softmax" and cfg.svm.features != "fc7":
         raise ConfigError(f"svm.classifier = 'softmax' scores fc7 with the fine-tuned head's classifier; it needs "
                           f"svm.features = 'fc7', got {cfg.svm.features!r}")
+    if cfg.finetune.init == "imagenet":
+        width = IMAGENET_FC6_WIDTH.get(cfg.backbone.name)
+        if width is None:
+            raise ConfigError(f"finetune.init = 'imagenet' takes fc layers from the trunk's ImageNet classifier: "
+                              f"backbone.name must be one of {', '.join(IMAGENET_FC6_WIDTH)}, got {cfg.backbone.name!r}")
+        if cfg.finetune.fc_dim != width:
+            raise ConfigError(f"finetune.init = 'imagenet' with {cfg.backbone.name}: its ImageNet fc6 has {width} units, "
+                              f"so finetune.fc_dim must be {width}, got {cfg.finetune.fc_dim}")
 
 
 def with_values(section, **values):

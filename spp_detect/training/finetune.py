@@ -10,7 +10,8 @@ the learning rate divided by 10 at each step in ``lr_steps``.
 fc6 and fc7 start from the pretrained network's (PAPER.md: only the fc layers are fine-tuned,
 from their pretrained values) when the backbone was pretrained here with the same SPP layout and
 fc width; the classifier too when that pretraining named the same classes plus background.
-Otherwise, or with ``finetune.init = "random"``, the head starts from random weights.
+With ``finetune.init = "imagenet"`` they start from the trunk's own ImageNet classifier
+(:mod:`.imagenet_head`); with ``"random"``, or when nothing fits, from random weights.
 
 Model selection uses the validation split's cache (never the test split): the head with the
 lowest validation loss is kept. Checkpoints allow ``--resume``. Under torchrun the head runs in
@@ -538,7 +539,10 @@ def init_from_pretrained(head: SppHead, pretrained: dict | None, classes, levels
     if list(pretrained["levels"]) and (sorted(pretrained["levels"]) != sorted(levels)
                                        or pretrained["concat_order"] != concat_order):
         return f"nothing: pretrained with SPP levels {pretrained['levels']}, the cache has {list(levels)}"
-    shapes = {"fc6.weight": head.fc6.weight.shape, "fc7.weight": head.fc7.weight.shape}
+    # fc7 is optional: a classifier with one layer before its outputs (SqueezeNet's conv10) gives fc6 alone
+    shapes = {"fc6.weight": head.fc6.weight.shape}
+    if "fc7.weight" in state:
+        shapes["fc7.weight"] = head.fc7.weight.shape
     for key, shape in shapes.items():
         if key not in state or tuple(state[key].shape) != tuple(shape):
             got = tuple(state[key].shape) if key in state else None
@@ -546,6 +550,8 @@ def init_from_pretrained(head: SppHead, pretrained: dict | None, classes, levels
     with torch.no_grad():
         head.fc6.weight.copy_(state["fc6.weight"] / norm_scale)
         head.fc6.bias.copy_(state["fc6.bias"])
+        if "fc7.weight" not in state:
+            return "fc6"
         head.fc7.weight.copy_(state["fc7.weight"])
         head.fc7.bias.copy_(state["fc7.bias"])
         if pretrained["labels"] == [*classes, BACKGROUND] and "fc8.weight" in state:

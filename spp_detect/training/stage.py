@@ -27,8 +27,10 @@ from ..runtime import barrier, resolve_device, start_world
 def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val_ds: DetectionDataset | None,
                  overwrite: bool = False, resume: bool = False) -> dict:
     from ..artifacts.files import check_overwrite
+    from ..config import check_combinations
     from .finetune import finetune
 
+    check_combinations(cfg)  # command-line options (--fc-dim...) come after the file's check
     out = head_path(run)
     f = cfg.finetune
     _, world_size = start_world()
@@ -54,6 +56,12 @@ def run_finetune(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, val
         from ..backbones import pretrained_head
 
         pretrained = pretrained_head(weights_source(cfg, run))
+    elif f.init == "imagenet":
+        from .imagenet_head import imagenet_pretrained
+
+        b = cfg.backbone
+        pretrained = imagenet_pretrained(b.name, weights_source(cfg, run), b.input_convention, cache.channels,
+                                         cache.levels, cache.concat_order)
     summary = finetune(
         cache, train_ds, val, out, stamp, fc_dim=f.fc_dim, dropout=f.dropout, iterations=f.iterations, lr=f.lr,
         lr_steps=f.lr_steps, momentum=f.momentum, weight_decay=f.weight_decay, batch_size=f.batch_size,

@@ -377,7 +377,7 @@ def test_train_svm_names_the_classes_whose_fits_end_at_the_trivial_model(tmp_pat
                                    str(tmp_path / "run"), "--set", "svm.C=0.001", "--set", "svm.positive_weight=2"])
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
-    assert f"(100.0% of the trivial model's); retrain 6 collapsed: keeps retrain 5's model" in lines[0]
+    assert "(100.0% of the trivial model's); retrain 6 collapsed: keeps retrain 5's model" in lines[0]
     assert "(98.0% of the trivial model's)" in lines[1] and "(50.0% of the trivial model's)" in lines[2]
     assert lines[3].endswith(f"{classes[3]}: no positives, no SVM")
     assert f"1 collapsed ({classes[0]}), 1 within 3% of the trivial model's objective ({classes[1]})" in out.output
