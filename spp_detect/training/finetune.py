@@ -347,9 +347,13 @@ def finetune(
     val_batches = _validation_batches(val, fg_iou, bg_iou_low, val_images, batch_size, images_per_batch,
                                       fg_fraction, norm_target, seed)
     head = SppHead(train_cache.dim, fc_dim, n_classes, dropout)
+    ckpt_path = out_path.with_name("finetune.ckpt")
     copied = init_from_pretrained(head, pretrained, train_ds.classes, train_cache.levels, train_cache.concat_order,
                                   norm_scale)
     log.info("fc layers copied from the pretraining: %s", copied)
+    fc6_scale = None
+    if copied == "fc6" and not (resume and ckpt_path.is_file()):
+        fc6_scale = scale_fc6_outputs(head, train_cache, norm_scale, norm_target, seed, device)
     head.to(device)
     model: nn.Module = head
     if world_size > 1:
@@ -358,7 +362,6 @@ def finetune(
                  world_size, rank_batch, rank_images)
     opt, sched = _optimizer(head, lr, lr_steps, momentum, weight_decay)
 
-    ckpt_path = out_path.with_name("finetune.ckpt")
     start, best, history = 0, None, []
     if resume and ckpt_path.is_file():
         start, best, history = _resume(ckpt_path, stamp, head, opt, sched)
@@ -413,14 +416,15 @@ def finetune(
     meta = {
         "stamp": stamp, "classes": list(train_ds.classes), "dropout": dropout, "pool_norm_scale": norm_scale,
         "fc7_norm_mean": fc7_norm, "history": history, "selected_iteration": best["iteration"] if best else iterations,
-        "timing": _timing(t_sample, t_draw, t_train, iterations - start, sampler),
+        "timing": _timing(t_sample, t_draw, t_train, iterations - start, sampler), "initialised": copied,
+        "fc6_scale": fc6_scale,
     }
     if rank == 0:
         save_head(out_path, head, meta)
         if sample is not None:
             sample.remove()  # tens of GB at VOC size; a later run pools a new one
     return {"history": history, "selected_iteration": meta["selected_iteration"], "fc7_norm_mean": fc7_norm,
-            "initialised": copied, "timing": meta["timing"]}
+            "initialised": copied, "fc6_scale": fc6_scale, "timing": meta["timing"]}
 
 
 def _training_sampler(train_cache, samples, out_path, sample_path, stamp, rank, rank_batch, rank_images, fg_fraction,
@@ -523,6 +527,28 @@ def split_batch(batch_size: int, images_per_batch: int, world_size: int) -> tupl
         raise ConfigError(f"finetune.batch_size: {batch_size} windows cannot be split evenly over {world_size} "
                           "processes; use a multiple of the process count")
     return batch_size // world_size, max(1, images_per_batch // world_size)
+
+
+def scale_fc6_outputs(head: SppHead, cache: FeatureCache, norm_scale: float, norm_target: float, seed: int,
+                      device: str = "cpu") -> float:
+    """Scale a pretrained fc6 that comes without its fc7 so its outputs have mean L2 norm ``norm_target``
+    on the training windows; returns the factor.
+
+    An ImageNet classifier's logits (SqueezeNet's conv10 on Caffe-range inputs) reach hundreds: a
+    random fc7 fed them takes steps a hundred times a random fc6's, and fine-tuning at the CPU
+    schedule's learning rate diverged (validation no better than calling every window background
+    after 2,000 iterations). A positive factor commutes with the ReLU, so fc6 keeps what it
+    detects, and fc7 sees inputs of the scale every feature layer gets here (PAPER.md, mean norm 20).
+    """
+    with torch.no_grad():
+        norm = mean_window_norm(cache, seed, images=200, windows=200, device=device,
+                                transform=lambda pooled: torch.relu(head.fc6(pooled * norm_scale)))
+        factor = norm_target / norm if norm > 0 else 1.0
+        head.fc6.weight.mul_(factor)
+        head.fc6.bias.mul_(factor)
+    log.info("fc6 from the pretrained classifier: outputs of mean norm %.1f scaled by %.4g to %g", norm, factor,
+             norm_target)
+    return factor
 
 
 def init_from_pretrained(head: SppHead, pretrained: dict | None, classes, levels, concat_order: str,
