@@ -14,6 +14,8 @@ trunks bring an ImageNet classifier of their own, which maps onto the pyramid:
   global average. fc6 (1000 units) applies conv10 to the mean of each level's bins, the levels
   weighted equally: on a window whose conv5 cells are all alike it is conv10 at one cell, the
   network's own logits for that window before the ReLU. fc7 and the classifier start random.
+  On VOC this start scored below a 512-wide head from random weights (``benchmarks/REPORT.md``):
+  conv10 is one map for every cell, so fc6 starts with no spatial layout to detect by.
 
 Weights are returned for raw (unscaled) SPP vectors; the caller divides fc6's by the
 fine-tuning scale, as for any pretrained fc6.
