@@ -266,6 +266,10 @@ class SvmConfig:
     #   RUN/models that the system pages in and out; at VOC size with the 25,600-d SPP vector they take gigabytes)
     checkpoint_minutes: float = at_least(10.0, 0.0)  # mining saves its state this often (RUN/models/svm.ckpt.h5):
     #   a killed train-svm goes on from there when run again (0: after every image)
+    select: str = one_of("last", "val")  # last: each class keeps its last retrain's model (the paper) | val: the
+    #   retrain model with the best AP on data.val_split's cached windows (scored as detect does, without box
+    #   regression; spp_detect/training/svm_select.py): a class whose later fits drift towards the trivial model
+    #   keeps an earlier one. Needs data.val_split and its features (spp-detect extract --split VAL)
     seed: int = 0
 
 
@@ -428,6 +432,9 @@ def check_combinations(cfg: PipelineConfig) -> None:
     if cfg.svm.classifier == "softmax" and cfg.svm.features != "fc7":
         raise ConfigError(f"svm.classifier = 'softmax' scores fc7 with the fine-tuned head's classifier; it needs "
                           f"svm.features = 'fc7', got {cfg.svm.features!r}")
+    if cfg.svm.select == "val" and cfg.svm.classifier == "svm" and not cfg.data.val_split:
+        raise ConfigError("svm.select = 'val' chooses each class's SVM on the validation split: data.val_split "
+                          "must name one (it is empty); or svm.select = 'last'")
     if cfg.finetune.init == "imagenet":
         width = IMAGENET_FC6_WIDTH.get(cfg.backbone.name)
         if width is None:

@@ -57,7 +57,7 @@ def _stage_functions(cfg: PipelineConfig, run: Path, overwrite: bool) -> dict[st
         "propose": lambda: [run_propose(cfg, run, split(s), overwrite=overwrite) for s in splits][-1],
         "extract": lambda: [run_extract(cfg, run, split(s), overwrite=overwrite) for s in splits][-1],
         "finetune": lambda: run_finetune(cfg, run, split(d.train_split), val(), overwrite=overwrite),
-        "train-svm": lambda: run_train_svm(cfg, run, split(d.train_split), overwrite=overwrite),
+        "train-svm": lambda: run_train_svm(cfg, run, split(d.train_split), overwrite=overwrite, val_ds=val()),
         "train-bbox": lambda: run_train_bbox(cfg, run, split(d.train_split), overwrite=overwrite),
         "detect": detect,
         "eval": evaluate_and_draw,

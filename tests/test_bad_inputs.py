@@ -231,7 +231,7 @@ def test_a_new_norm_target_makes_the_trained_models_stale(tmp_path):
     from spp_detect.config import merge
     from spp_detect.detection.stage import detect_stamp, run_detect
     from spp_detect.training.stage import run_finetune, run_train_svm
-    from tests.training.test_training import tiny_run as _fixture
+    from tests.training.conftest import tiny_run as _fixture
 
     cfg, run, root = _fixture.__wrapped__(_Factory(tmp_path))
     train, test = open_dataset(str(root), "train"), open_dataset(str(root), "test")

@@ -2,7 +2,7 @@
 
 Index:
 - ``dataset_options``: ``--dataset``, ``--split``, ``--data-root``, ``--image-dir``, ``--skip-bad``
-- ``val_split_option``: ``--val-split`` (the commands that select models: pretrain, finetune)
+- ``val_split_option``: ``--val-split`` (the commands that select models: pretrain, finetune, train-svm)
 - ``run_option``: ``--run`` / ``--run-dir`` (the run folder; torchrun needs the long name)
 - ``config_options``: ``--config`` (a pipeline file) and repeatable ``--set section.key=value``
 - ``set_option``: ``--set`` alone (``spp-detect run`` takes the pipeline file as its argument)

@@ -76,14 +76,15 @@ WEAK_FIT = 0.97
 
 @click.command("train-svm")
 @dataset_options()
+@val_split_option
 @run_option
 @click.option("--features", type=click.Choice(["fc7", "pool"]), default=None,
               help="fc7 of the fine-tuned head (default) or the SPP vector (no fine-tuning).")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Processes for retraining (0 = all cores).")
 @with_config
 @overwrite_option
-def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features, workers, config_path, overrides,
-              overwrite):
+def train_svm(dataset, split, data_root, image_dir, skip_bad, val_split, run_dir, features, workers, config_path,
+              overrides, overwrite):
     """One linear SVM per class with hard-negative mining -> RUN/models/svm.h5.
 
     With svm.classifier = "softmax", no mining: svm.h5 gets the fine-tuned head's own classifier
@@ -91,13 +92,22 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features,
 
     Mining saves its state every svm.checkpoint_minutes (RUN/models/svm.ckpt.h5): run the same
     command again after an interruption and it goes on from there (--overwrite starts over).
+
+    With svm.select = "val", each class keeps the model of its retrains with the best AP on the
+    validation split (--val-split, else data.val_split; its features must exist).
     """
+    from functools import partial
+
     from ..datasets.stage import open_split
     from ..training.stage import run_train_svm
 
-    cfg, run = _setup(config_path, overrides, run_dir, skip_bad, svm={"features": features, "workers": workers})
+    cfg, run = _setup(config_path, overrides, run_dir, skip_bad, svm={"features": features, "workers": workers},
+                      data={"val_split": val_split})
     train = open_split(cfg, dataset, split or cfg.data.train_split, data_root, image_dir, skip_bad)
-    summary = _trained(run_train_svm, cfg, run, train, overwrite)
+    val = None
+    if cfg.svm.select == "val" and cfg.data.val_split:
+        val = open_split(cfg, dataset, cfg.data.val_split, data_root, image_dir, skip_bad)
+    summary = _trained(partial(run_train_svm, val_ds=val), cfg, run, train, overwrite)
     if summary is None:
         return
     if summary.get("classifier") == "softmax":
@@ -126,7 +136,29 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, run_dir, features,
                    f"{1 - WEAK_FIT:.0%} of the trivial model's objective ({', '.join(weak) or '-'}): their "
                    f"features hardly separate positives from hard negatives at svm.C = {cfg.svm.C:g} "
                    "(svm.classifier = \"softmax\" does without SVMs)")
+    if summary.get("selection"):
+        _echo_selection(summary["selection"], train.classes)
     click.echo(f"-> {summary['path']}")
+
+
+def _echo_selection(selection: dict, classes) -> None:
+    """What svm.select = "val" chose: per class, the retrain kept and its validation AP against the last's."""
+    def ap(x):
+        return "-" if x is None else f"{x:.4f}"
+
+    changed = 0
+    click.echo(f"chosen on {selection['split']} (AP of each class's retrain models, no box regression):")
+    for name, rec in zip(classes, selection["classes"], strict=True):
+        if rec is None:
+            continue
+        aps = dict(zip(rec["retrains"], rec["val_ap"], strict=True))
+        line = f"{name:>14}: retrain {rec['chosen']} of {rec['last']}, AP {ap(aps[rec['chosen']])}"
+        if rec["chosen"] != rec["last"]:
+            changed += 1
+            line += f" (the last model's {ap(aps[rec['last']])})"
+        click.echo(line)
+    click.echo(f"{changed} of {sum(r is not None for r in selection['classes'])} classes keep an earlier model "
+               "than their last")
 
 
 @click.command("train-bbox")

@@ -24,3 +24,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     shifted[:, 2:] += 1.0
     keep = torchvision.ops.nms(torch.from_numpy(shifted), torch.from_numpy(np.asarray(scores, np.float64)), iou_threshold)
     return keep.numpy().astype(np.int64)
+
+
+def best_after_nms(boxes: np.ndarray, scores: np.ndarray, score_floor: float, iou_threshold: float,
+                   max_boxes: int) -> np.ndarray:
+    """One class's detections in an image: indices of the windows scoring above ``score_floor``
+    that survive :func:`nms`, best first, at most ``max_boxes`` (the released code's rule).
+    ``boxes``: (N, 4) 0-based inclusive pixels; ``scores``: (N,)."""
+    sel = np.nonzero(scores > score_floor)[0]
+    if len(sel) == 0:
+        return sel
+    return sel[nms(boxes[sel], scores[sel], iou_threshold)][:max_boxes]

@@ -143,6 +143,19 @@ def usable_gt(record: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
     return record.boxes[keep], record.labels[keep]
 
 
+def class_ground_truth(dataset, label: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Image id -> ``(boxes, ignore)`` of class ``label`` for every image of ``dataset``.
+
+    Boxes (M, 4) internal convention (0-based inclusive); ``ignore`` is VOC ``difficult`` or
+    COCO ``iscrowd`` (:attr:`ImageRecord.ignore`): both are left out of VOC metrics.
+    """
+    out = {}
+    for r in dataset.records:
+        mask = r.labels == label
+        out[r.image_id] = (r.boxes[mask], (r.difficult | r.ignore)[mask])
+    return out
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 RGB, shape (H, W, 3). Bad files raise :class:`DataError`."""
     import cv2

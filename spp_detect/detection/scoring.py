@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.boxes import clip_boxes
-from ..core.nms import nms
+from ..core.nms import best_after_nms
 from ..training.bbox import BoxRegressors
 
 
@@ -59,10 +59,9 @@ def detect_image(
         scores = features @ svm_w.T + svm_b  # (N, K)
     out = []
     for c in range(svm_w.shape[0]):
-        sel = np.nonzero(scores[:, c] > params.score_floor)[0]
-        if len(sel) == 0:
+        keep = best_after_nms(boxes, scores[:, c], params.score_floor, params.nms_iou, params.max_per_class)
+        if len(keep) == 0:
             continue
-        keep = sel[nms(boxes[sel], scores[sel, c], params.nms_iou)][: params.max_per_class]
         kept_boxes = boxes[keep].astype(np.float64)
         if params.bbox_regression and regressors is not None:
             kept_boxes = regressors.predict(c, pooled[keep], kept_boxes)

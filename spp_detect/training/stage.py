@@ -96,9 +96,12 @@ SVM_FORMAT = "spp-detect/svm"
 SVM_VERSION = 2  # 2: positives gathered before mining, capped caches (version 1 streamed positives in)
 
 
-def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False) -> dict:
+def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, overwrite: bool = False,
+                  val_ds: DetectionDataset | None = None) -> dict:
     """Mine and train the SVMs -> ``svm.h5``. Mining saves its state every ``svm.checkpoint_minutes``
-    (``svm.ckpt.h5``); run again after a kill, it goes on from there (``overwrite``: starts over)."""
+    (``svm.ckpt.h5``); run again after a kill, it goes on from there (``overwrite``: starts over).
+    With ``svm.select = "val"``, each class's model is chosen among its retrains' on ``val_ds``'s
+    cached windows (:mod:`.svm_select`)."""
     import logging
     import os
     import time
@@ -129,12 +132,20 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     settings_key["fc7_precision"] = precision  # what ran: auto and its resolution give the same SVMs
     if precision == "float32":
         del settings_key["fc7_precision"]  # absent: float32, so SVMs trained before it existed stay current
+    if s.select == "last":
+        del settings_key["select"]  # absent likewise
     if s.classifier == "svm":
         del settings_key["classifier"]  # absent likewise
     else:  # no mining: none of its settings change the models
         settings_key = {k: settings_key[k] for k in ("features", "classifier", "fc7_precision") if k in settings_key}
     stamp = {"features": features_hash(cache), "head": head_key, "svm": config_hash(settings_key),
              **scaling_stamp(cfg)}
+    selecting = s.select == "val" and s.classifier == "svm"
+    if selecting:
+        val_cache = _validation_cache(cfg, run, val_ds)
+        d = cfg.detect  # what the choice is measured with: the windows detect would keep
+        stamp["select"] = {"val_features": features_hash(val_cache),
+                           "detect": config_hash([d.score_floor, d.nms_iou, d.max_per_class])}
     if out.exists() and not overwrite:
         open_h5_checked(out, SVM_FORMAT, SVM_VERSION, stamp, remedy="pass --overwrite to train again").close()
         return {"skipped": True, "path": str(out)}
@@ -210,13 +221,39 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
             saved = time.monotonic()
 
     w, b, logs, memory = mine(trainer, prefetched(images(trainer.images_seen)), after_image=checkpoint)
-    _write_svms(out, stamp, s.features, precision, train_ds.classes, w, b, logs, memory)
+    selection = None
+    if selecting:
+        from .svm_select import Candidates, choose, validation_ap
+
+        candidates = Candidates.from_models([st.models for st in trainer.states], provider.dim)
+        val_provider, _ = feature_provider(cfg, run, val_cache, s.features, device, precision)
+        d = cfg.detect
+        ap = validation_ap(candidates, val_provider, val_cache, val_ds, d.score_floor, d.nms_iou, d.max_per_class,
+                           metric="voc10" if cfg.eval.metric == "voc10" else "voc07")
+        w, b, selection = choose(candidates, ap, n_classes, provider.dim)
+        selection = {"split": val_ds.split, "classes": selection}
+    _write_svms(out, stamp, s.features, precision, train_ds.classes, w, b, logs, memory, selection)
     ckpt.unlink(missing_ok=True)
     return {"path": str(out), "retrains": [len(x) for x in logs], "final": [x[-1] if x else {} for x in logs],
-            **memory}
+            "selection": selection, **memory}
 
 
-def _write_svms(out: Path, stamp: dict, features: str, precision: str, classes, w, b, logs, memory) -> None:
+def _validation_cache(cfg: PipelineConfig, run: Path, val_ds: DetectionDataset | None):
+    """The validation split's feature cache that svm.select = "val" chooses on (refused, naming
+    what is missing, before any mining)."""
+    from ..errors import ConfigError
+
+    if val_ds is None:
+        raise ConfigError("svm.select = 'val' chooses each class's SVM on the validation split, but none was given: "
+                          "set data.val_split (or svm.select = 'last')")
+    if not features_path(run, val_ds.split).is_file():
+        raise ConfigError(f"svm.select = 'val': {features_path(run, val_ds.split)} does not exist; run "
+                          f"'spp-detect extract --split {val_ds.split}' first (or svm.select = 'last')")
+    return open_features(run, val_ds)
+
+
+def _write_svms(out: Path, stamp: dict, features: str, precision: str, classes, w, b, logs, memory,
+                selection: dict | None = None) -> None:
     import json
 
     import h5py
@@ -232,6 +269,8 @@ def _write_svms(out: Path, stamp: dict, features: str, precision: str, classes, 
             h5.attrs["classes"] = json.dumps(list(classes))
             h5.attrs["logs"] = json.dumps(logs)
             h5.attrs["memory"] = json.dumps(memory)
+            if selection is not None:  # svm.select = "val": each class's candidates and their validation AP
+                h5.attrs["selection"] = json.dumps(selection)
             h5.create_dataset("weights", data=w)
             h5.create_dataset("bias", data=b)
 

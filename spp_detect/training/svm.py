@@ -170,6 +170,9 @@ class ClassState:
     retrains: int = 0
     frozen: bool = False  # its fit collapsed: it keeps its model and mines no more
     log: list[dict] = field(default_factory=list)
+    # every model a retrain gave it, as (retrain, w, b): the candidates that validation chooses
+    # among (svm.select = "val"; the last one is the class's result otherwise)
+    models: list[tuple[int, np.ndarray, float]] = field(default_factory=list)
 
     @property
     def n_positives(self) -> int:
@@ -204,6 +207,7 @@ class MiningState:
     row_key: np.ndarray
     caches: list[np.ndarray]
     alphas: list[np.ndarray]  # per class, the dual variables of its positives then of its cache
+    models: list[list[tuple[int, np.ndarray, float]]] = field(default_factory=list)  # per class, see ClassState
 
 
 class HardNegativeTrainer:
@@ -293,6 +297,7 @@ class HardNegativeTrainer:
             store=self.store, row_ids=ids, row_image=where[:, 0], row_key=where[:, 1],
             caches=[np.searchsorted(ids, st.neg_ids) for st in self.states],
             alphas=[np.concatenate([st.alpha_pos, st.alpha_neg]) for st in self.states],
+            models=[list(st.models) for st in self.states],
         )
 
     @classmethod
@@ -310,6 +315,7 @@ class HardNegativeTrainer:
             st.alpha_pos, st.alpha_neg = state.alphas[k][:n_pos].copy(), state.alphas[k][n_pos:].copy()
             st.new_since_retrain, st.retrains = int(state.new_since_retrain[k]), int(state.retrains[k])
             st.frozen, st.log = bool(state.frozen[k]), list(state.logs[k])
+            st.models = list(state.models[k]) if state.models else []
             trainer.store.retain(st.neg_ids)
             trainer._members[k] = set(st.neg_ids.tolist())
         for sid, o, key in zip(state.row_ids.tolist(), state.row_image.tolist(), state.row_key.tolist(), strict=True):
@@ -519,6 +525,7 @@ class HardNegativeTrainer:
             self._evict(st, np.zeros(len(st.neg_ids), bool))
         else:
             st.w, st.b = w, b
+            st.models.append((st.retrains + 1, w, float(b)))
         w, b = st.w, st.b
         st.retrains += 1
         if len(st.neg_ids):

@@ -47,6 +47,7 @@ def save_checkpoint(path: str | Path, state: MiningState, stamp: dict) -> Path:
         h5.create_dataset("caches", data=np.concatenate(state.caches + [np.zeros(0, np.int64)]).astype(np.int64))
         h5.create_dataset("alpha_sizes", data=np.array([len(a) for a in state.alphas], np.int64))
         h5.create_dataset("alphas", data=np.concatenate(state.alphas + [np.zeros(0)]).astype(np.float64))
+        _write_models(h5, state.models, state.dim)
         pos = state.positives
         h5.create_dataset("positive_counts", data=np.array([len(p) for p in pos], np.int64))
         _write_rows(h5.create_group("positives"), CompactRows.concat(pos, state.dim))
@@ -100,10 +101,34 @@ def load_checkpoint(path: str | Path, stamp: dict, store_dir: str | Path | None 
                 row_image=h5["row_image"][()], row_key=h5["row_key"][()],
                 caches=[flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
                 alphas=[alphas[a:b] for a, b in zip(alpha_bounds[:-1], alpha_bounds[1:], strict=True)],
+                models=_read_models(h5, len(sizes)),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ArtifactError(f"{path}: not a complete SVM checkpoint ({exc}); pass --overwrite to start the "
                                 f"SVM training over") from None
+
+
+def _write_models(h5, models: list[list[tuple[int, np.ndarray, float]]], dim: int) -> None:
+    """Every class's retrain models (the candidates of svm.select = "val"), one row each."""
+    flat = [(k, r, w, b) for k, ms in enumerate(models) for r, w, b in ms]
+    h5.create_dataset("model_class", data=np.array([f[0] for f in flat], np.int64))
+    h5.create_dataset("model_retrain", data=np.array([f[1] for f in flat], np.int64))
+    h5.create_dataset("model_weights", data=np.stack([f[2] for f in flat]).astype(np.float32) if flat
+                      else np.zeros((0, dim), np.float32))
+    h5.create_dataset("model_bias", data=np.array([f[3] for f in flat], np.float64))
+
+
+def _read_models(h5, n_classes: int) -> list[list[tuple[int, np.ndarray, float]]]:
+    """:func:`_write_models`'s lists; empty for a checkpoint written before models were kept (its
+    classes' candidates then start at the retrains after it)."""
+    models: list[list[tuple[int, np.ndarray, float]]] = [[] for _ in range(n_classes)]
+    if "model_class" not in h5:
+        return models
+    weights = h5["model_weights"][()]
+    for k, r, w, b in zip(h5["model_class"][()].tolist(), h5["model_retrain"][()].tolist(), weights,
+                          h5["model_bias"][()].tolist(), strict=True):
+        models[k].append((r, w, b))
+    return models
 
 
 def _create_rows(group, n_rows: int, nnz: int, dim: int) -> None:

@@ -473,6 +473,12 @@ def test_mining_resumed_from_a_checkpoint_gives_the_uninterrupted_models(tmp_pat
     assert [st.neg_ids.size for st in again.states] == [st.neg_ids.size for st in whole.states]
     assert again.store.live_rows == whole.store.live_rows
     assert again.peak_store_rows == whole.peak_store_rows
+    # every retrain's model, the candidates of svm.select = "val", survives the checkpoint too
+    for st_again, st_whole in zip(again.states, whole.states, strict=True):
+        assert [r for r, _, _ in st_again.models] == [r for r, _, _ in st_whole.models]
+        for (_, wa, ba), (_, ww, bw) in zip(st_again.models, st_whole.models, strict=True):
+            np.testing.assert_array_equal(wa, ww)
+            assert ba == bw
 
 
 def _untimed(trainer):
@@ -492,3 +498,21 @@ def test_a_checkpoint_of_another_training_is_refused(tmp_path):
     path.write_bytes(b"not hdf5")
     with pytest.raises(ArtifactError, match="svm.ckpt.h5"):
         load_checkpoint(path, {"svm": "C=0.001"})
+
+
+def test_every_retrain_model_is_kept_and_the_last_is_the_result():
+    images = _late_positives_stream()
+    trainer = HardNegativeTrainer(_positives(images, 6, 12), 12, C=0.05, retrain_every=40, max_negatives=12, workers=1)
+    for im in images:
+        trainer.add_image(im)
+    w, b = trainer.finish()
+    for k, st in enumerate(trainer.states):
+        if not st.n_positives:
+            assert st.models == []
+            continue
+        taken = [e["retrain"] for e in st.log if not e["collapsed"]]
+        assert [r for r, _, _ in st.models] == taken and len(taken) >= 2
+        _, w_last, b_last = st.models[-1]
+        np.testing.assert_array_equal(w_last, w[k])
+        assert np.float32(b_last) == b[k]
+        assert not np.array_equal(st.models[0][1], w_last)  # earlier models are other models
