@@ -232,7 +232,8 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
                            metric="voc10" if cfg.eval.metric == "voc10" else "voc07")
         w, b, selection = choose(candidates, ap, n_classes, provider.dim)
         selection = {"split": val_ds.split, "classes": selection}
-    _write_svms(out, stamp, s.features, precision, train_ds.classes, w, b, logs, memory, selection)
+    _write_svms(out, stamp, s.features, precision, train_ds.classes, w, b, logs, memory, selection,
+                candidates if selecting else None)
     ckpt.unlink(missing_ok=True)
     return {"path": str(out), "retrains": [len(x) for x in logs], "final": [x[-1] if x else {} for x in logs],
             "selection": selection, **memory}
@@ -253,7 +254,7 @@ def _validation_cache(cfg: PipelineConfig, run: Path, val_ds: DetectionDataset |
 
 
 def _write_svms(out: Path, stamp: dict, features: str, precision: str, classes, w, b, logs, memory,
-                selection: dict | None = None) -> None:
+                selection: dict | None = None, candidates=None) -> None:
     import json
 
     import h5py
@@ -271,6 +272,10 @@ def _write_svms(out: Path, stamp: dict, features: str, precision: str, classes, 
             h5.attrs["memory"] = json.dumps(memory)
             if selection is not None:  # svm.select = "val": each class's candidates and their validation AP
                 h5.attrs["selection"] = json.dumps(selection)
+            if candidates is not None:  # and the candidates themselves, so any retrain's model can be studied
+                group = h5.create_group("candidates")
+                for name in ("weights", "bias", "owner", "retrain"):
+                    group.create_dataset(name, data=getattr(candidates, name))
             h5.create_dataset("weights", data=w)
             h5.create_dataset("bias", data=b)
 

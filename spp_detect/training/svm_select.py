@@ -39,6 +39,15 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.owner)
 
+    @classmethod
+    def read(cls, path) -> Candidates:
+        """The candidates kept in an ``svm.h5`` trained with ``svm.select = "val"``."""
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            group = h5["candidates"]
+            return cls(*(group[name][()] for name in ("weights", "bias", "owner", "retrain")))
+
 
 @dataclass(frozen=True)
 class _Detections:
@@ -110,3 +119,4 @@ def choose(candidates: Candidates, ap: np.ndarray, n_classes: int, dim: int):
                       "val_ap": [None if np.isnan(a) else round(float(a), 6) for a in aps],
                       "chosen": int(candidates.retrain[best]), "last": int(candidates.retrain[order[-1]])}
     return weights, bias, records
+

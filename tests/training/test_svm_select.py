@@ -76,6 +76,14 @@ def test_the_chosen_models_score_on_validation_what_detect_and_eval_measure(pool
 
     with h5py.File(mine / "models" / "svm.h5", "r") as h5:
         assert json.loads(h5.attrs["selection"]) == selection
+        written_w, written_b = h5["weights"][()], h5["bias"][()]
+    # every candidate is kept beside the choice: the chosen retrain's model is what was written
+    cands = Candidates.read(mine / "models" / "svm.h5")
+    for k, rec in enumerate(records):
+        assert sorted(cands.retrain[cands.owner == k].tolist()) == rec["retrains"]
+        row = np.nonzero((cands.owner == k) & (cands.retrain == rec["chosen"]))[0][0]
+        np.testing.assert_array_equal(cands.weights[row], written_w[k])
+        assert cands.bias[row] == written_b[k]
     # the slow way round: the written SVMs through detect (its own scoring loop) and eval
     run_detect(cfg, mine, val)
     ev = json.loads(open(run_eval(cfg, mine, val)["path"]).read())
