@@ -269,7 +269,8 @@ class SvmConfig:
     select: str = one_of("last", "val")  # last: each class keeps its last retrain's model (the paper) | val: the
     #   retrain model with the best AP on data.val_split's cached windows (scored as detect does, without box
     #   regression; spp_detect/training/svm_select.py): a class whose later fits drift towards the trivial model
-    #   keeps an earlier one. Needs data.val_split and its features (spp-detect extract --split VAL)
+    #   keeps an earlier one. Needs data.val_split and its features (spp-detect extract --split VAL). With many
+    #   working candidates and a small validation split it picks noise (benchmarks/REPORT.md: SPP vector)
     seed: int = 0
 
 
