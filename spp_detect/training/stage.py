@@ -227,7 +227,6 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
 
         candidates = Candidates.from_models([st.models for st in trainer.states], provider.dim)
         val_provider, _ = feature_provider(cfg, run, val_cache, s.features, device, precision)
-        d = cfg.detect
         ap = validation_ap(candidates, val_provider, val_cache, val_ds, d.score_floor, d.nms_iou, d.max_per_class,
                            metric="voc10" if cfg.eval.metric == "voc10" else "voc07")
         w, b, selection = choose(candidates, ap, n_classes, provider.dim)
@@ -273,9 +272,7 @@ def _write_svms(out: Path, stamp: dict, features: str, precision: str, classes, 
             if selection is not None:  # svm.select = "val": each class's candidates and their validation AP
                 h5.attrs["selection"] = json.dumps(selection)
             if candidates is not None:  # and the candidates themselves, so any retrain's model can be studied
-                group = h5.create_group("candidates")
-                for name in ("weights", "bias", "owner", "retrain"):
-                    group.create_dataset(name, data=getattr(candidates, name))
+                candidates.write(h5.create_group("candidates"))
             h5.create_dataset("weights", data=w)
             h5.create_dataset("bias", data=b)
 

@@ -23,6 +23,7 @@ from ..artifacts.stamps import open_h5_checked, write_stamp
 from ..errors import ArtifactError
 from .sparse_rows import CompactRows, SparseRows, index_dtype
 from .svm import MiningState
+from .svm_select import Candidates
 
 CHECKPOINT_FORMAT = "spp-detect/svm-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: the dual variables of each class (the next fit's start)
@@ -47,7 +48,8 @@ def save_checkpoint(path: str | Path, state: MiningState, stamp: dict) -> Path:
         h5.create_dataset("caches", data=np.concatenate(state.caches + [np.zeros(0, np.int64)]).astype(np.int64))
         h5.create_dataset("alpha_sizes", data=np.array([len(a) for a in state.alphas], np.int64))
         h5.create_dataset("alphas", data=np.concatenate(state.alphas + [np.zeros(0)]).astype(np.float64))
-        _write_models(h5, state.models, state.dim)
+        # every retrain's model, the candidates of svm.select = "val"
+        Candidates.from_models(state.models, state.dim).write(h5.create_group("candidates"))
         pos = state.positives
         h5.create_dataset("positive_counts", data=np.array([len(p) for p in pos], np.int64))
         _write_rows(h5.create_group("positives"), CompactRows.concat(pos, state.dim))
@@ -108,27 +110,12 @@ def load_checkpoint(path: str | Path, stamp: dict, store_dir: str | Path | None 
                                 f"SVM training over") from None
 
 
-def _write_models(h5, models: list[list[tuple[int, np.ndarray, float]]], dim: int) -> None:
-    """Every class's retrain models (the candidates of svm.select = "val"), one row each."""
-    flat = [(k, r, w, b) for k, ms in enumerate(models) for r, w, b in ms]
-    h5.create_dataset("model_class", data=np.array([f[0] for f in flat], np.int64))
-    h5.create_dataset("model_retrain", data=np.array([f[1] for f in flat], np.int64))
-    h5.create_dataset("model_weights", data=np.stack([f[2] for f in flat]).astype(np.float32) if flat
-                      else np.zeros((0, dim), np.float32))
-    h5.create_dataset("model_bias", data=np.array([f[3] for f in flat], np.float64))
-
-
 def _read_models(h5, n_classes: int) -> list[list[tuple[int, np.ndarray, float]]]:
-    """:func:`_write_models`'s lists; empty for a checkpoint written before models were kept (its
+    """Each class's retrain models; none for a checkpoint written before they were kept (its
     classes' candidates then start at the retrains after it)."""
-    models: list[list[tuple[int, np.ndarray, float]]] = [[] for _ in range(n_classes)]
-    if "model_class" not in h5:
-        return models
-    weights = h5["model_weights"][()]
-    for k, r, w, b in zip(h5["model_class"][()].tolist(), h5["model_retrain"][()].tolist(), weights,
-                          h5["model_bias"][()].tolist(), strict=True):
-        models[k].append((r, w, b))
-    return models
+    if "candidates" not in h5:
+        return [[] for _ in range(n_classes)]
+    return Candidates.from_group(h5["candidates"]).to_models(n_classes)
 
 
 def _create_rows(group, n_rows: int, nnz: int, dim: int) -> None:

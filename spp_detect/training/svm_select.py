@@ -21,11 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+_FIELDS = ("weights", "bias", "owner", "retrain")
+
 
 @dataclass(frozen=True)
 class Candidates:
-    """Every class's retrain models stacked: ``weights`` (M, D) float32, ``bias`` (M,),
-    ``owner`` (M,) the class of each, ``retrain`` (M,) the retrain that gave it."""
+    """Every class's retrain models stacked: ``weights`` (M, D) float32, ``bias`` (M,) float64
+    (as mining found it), ``owner`` (M,) the class of each, ``retrain`` (M,) the retrain that
+    gave it. Stored the same way in ``svm.h5`` and in the mining checkpoint."""
 
     weights: np.ndarray
     bias: np.ndarray
@@ -37,11 +40,28 @@ class Candidates:
         """``models[k]``: class k's ``(retrain, w (D,), b)`` in retrain order (:class:`.svm.ClassState`)."""
         flat = [(k, r, w, b) for k, ms in enumerate(models) for r, w, b in ms]
         weights = np.stack([f[2] for f in flat]).astype(np.float32) if flat else np.zeros((0, dim), np.float32)
-        return cls(weights, np.array([f[3] for f in flat], np.float32), np.array([f[0] for f in flat], np.int64),
+        return cls(weights, np.array([f[3] for f in flat], np.float64), np.array([f[0] for f in flat], np.int64),
                    np.array([f[1] for f in flat], np.int64))
+
+    def to_models(self, n_classes: int) -> list[list[tuple[int, np.ndarray, float]]]:
+        """:meth:`from_models`'s lists back."""
+        models: list[list[tuple[int, np.ndarray, float]]] = [[] for _ in range(n_classes)]
+        for k, r, w, b in zip(self.owner.tolist(), self.retrain.tolist(), self.weights, self.bias.tolist(), strict=True):
+            models[k].append((r, w, b))
+        return models
 
     def __len__(self) -> int:
         return len(self.owner)
+
+    def write(self, group) -> None:
+        """Into an HDF5 group (its four arrays)."""
+        for name in _FIELDS:
+            group.create_dataset(name, data=getattr(self, name))
+
+    @classmethod
+    def from_group(cls, group) -> Candidates:
+        """What :meth:`write` wrote."""
+        return cls(*(group[name][()] for name in _FIELDS))
 
     @classmethod
     def read(cls, path) -> Candidates:
@@ -49,8 +69,7 @@ class Candidates:
         import h5py
 
         with h5py.File(path, "r") as h5:
-            group = h5["candidates"]
-            return cls(*(group[name][()] for name in ("weights", "bias", "owner", "retrain")))
+            return cls.from_group(h5["candidates"])
 
 
 @dataclass(frozen=True)
