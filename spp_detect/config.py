@@ -269,8 +269,11 @@ class SvmConfig:
     select: str = one_of("last", "val")  # last: each class keeps its last retrain's model (the paper) | val: the
     #   retrain model with the best AP on data.val_split's cached windows (scored as detect does, without box
     #   regression; spp_detect/training/svm_select.py): a class whose later fits drift towards the trivial model
-    #   keeps an earlier one. Needs data.val_split and its features (spp-detect extract --split VAL). With many
-    #   working candidates and a small validation split it picks noise (benchmarks/REPORT.md: SPP vector)
+    #   keeps an earlier one. Needs data.val_split and its features (spp-detect extract --split VAL)
+    select_significance: float = within(0.05, 0.0, 1.0, low_open=True)  # svm.select = "val": a class leaves its
+    #   last model only when a paired bootstrap over the validation images (1,000 resamples, max-T over the class's
+    #   candidates) puts its best candidate's gain beyond chance at this level; 1: the best on validation, no test
+    #   (with many working candidates and a few hundred images that picks noise: benchmarks/REPORT.md)
     seed: int = 0
 
 

@@ -142,23 +142,31 @@ def train_svm(dataset, split, data_root, image_dir, skip_bad, val_split, run_dir
 
 
 def _echo_selection(selection: dict, classes) -> None:
-    """What svm.select = "val" chose: per class, the retrain kept and its validation AP against the last's."""
+    """What svm.select = "val" chose: per class, the retrain kept and its validation AP against the
+    last's, and the bootstrap p-value of the best candidate's gain where it was tested."""
     def ap(x):
         return "-" if x is None else f"{x:.4f}"
 
-    changed = 0
-    click.echo(f"chosen on {selection['split']} (AP of each class's retrain models, no box regression):")
+    changed = chance = 0
+    level = selection.get("significance", 1.0)
+    click.echo(f"chosen on {selection['split']} (AP of each class's retrain models, no box regression"
+               + (f"; an earlier model only at p <= {level:g}):" if level < 1 else "):"))
     for name, rec in zip(classes, selection["classes"], strict=True):
         if rec is None:
             continue
         aps = dict(zip(rec["retrains"], rec["val_ap"], strict=True))
+        best, p = rec.get("best", rec["chosen"]), rec.get("p")
+        pv = "" if p is None else f", p = {p:.3f}"
         line = f"{name:>14}: retrain {rec['chosen']} of {rec['last']}, AP {ap(aps[rec['chosen']])}"
         if rec["chosen"] != rec["last"]:
             changed += 1
-            line += f" (the last model's {ap(aps[rec['last']])})"
+            line += f" (the last model's {ap(aps[rec['last']])}{pv})"
+        elif best != rec["last"]:
+            chance += 1
+            line += f" (retrain {best}'s {ap(aps[best])} is within chance{pv})"
         click.echo(line)
     click.echo(f"{changed} of {sum(r is not None for r in selection['classes'])} classes keep an earlier model "
-               "than their last")
+               "than their last" + (f"; {chance} more did better on validation by a margin chance gives" if chance else ""))
 
 
 @click.command("train-bbox")

@@ -133,7 +133,7 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     if precision == "float32":
         del settings_key["fc7_precision"]  # absent: float32, so SVMs trained before it existed stay current
     if s.select == "last":
-        del settings_key["select"]  # absent likewise
+        del settings_key["select"], settings_key["select_significance"]  # absent likewise
     if s.classifier == "svm":
         del settings_key["classifier"]  # absent likewise
     else:  # no mining: none of its settings change the models
@@ -223,14 +223,15 @@ def run_train_svm(cfg: PipelineConfig, run: Path, train_ds: DetectionDataset, ov
     w, b, logs, memory = mine(trainer, prefetched(images(trainer.images_seen)), after_image=checkpoint)
     selection = None
     if selecting:
-        from .svm_select import Candidates, choose, validation_ap
+        from .svm_select import Candidates, choose, gain_p_values, validate
 
         candidates = Candidates.from_models([st.models for st in trainer.states], provider.dim)
         val_provider, _ = feature_provider(cfg, run, val_cache, s.features, device, precision)
-        ap = validation_ap(candidates, val_provider, val_cache, val_ds, d.score_floor, d.nms_iou, d.max_per_class,
-                           metric="voc10" if cfg.eval.metric == "voc10" else "voc07")
-        w, b, selection = choose(candidates, ap, n_classes, provider.dim)
-        selection = {"split": val_ds.split, "classes": selection}
+        scored = validate(candidates, val_provider, val_cache, val_ds, d.score_floor, d.nms_iou, d.max_per_class,
+                          metric="voc10" if cfg.eval.metric == "voc10" else "voc07")
+        p = gain_p_values(candidates, scored, seed=s.seed) if s.select_significance < 1 else None
+        w, b, selection = choose(candidates, scored.ap, n_classes, provider.dim, p, s.select_significance)
+        selection = {"split": val_ds.split, "significance": s.select_significance, "classes": selection}
     _write_svms(out, stamp, s.features, precision, train_ds.classes, w, b, logs, memory, selection,
                 candidates if selecting else None)
     ckpt.unlink(missing_ok=True)
