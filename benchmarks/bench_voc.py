@@ -4,7 +4,7 @@ Rows: SVMs on the SPP vector (no fine-tuning), SVMs on fine-tuned fc7, fc7 + box
 Columns (``--columns``): one scale (the pipeline file's, or ``--scale N``; run folders ``spp_1scaleN``, ``spp_1scale``
 for 688) and five: the paper's five scaled as its 688 is to the one scale (480-1200 at 688, 240-608 at 352; run
 folders ``spp_5scales`` for 688, ``spp_5scalesN`` otherwise; on the one-scale column's proposals when it runs too). With ``--rcnn``, on a
-subset of the same splits (``--rcnn-train``, ``--rcnn-test``): SPP at one and at five scales
+subset of the same splits (``--rcnn-train``, ``--rcnn-test``): SPP at the one-scale column's scale and its five
 against R-CNN on the same trunk (R-CNN runs the trunk once per window: hours per 100 images).
 Trained on the shared
 ``train`` split (3,475 images), model selection on ``val_mini`` (200), tested on ``val_rest``
@@ -48,10 +48,20 @@ ROWS = (("pool", "SVM on the SPP vector (no fine-tuning)"), ("fc7", "SVM on fine
         ("select_bbox", "fine-tuned fc7, each SVM chosen on val, + box regression"),
         ("softmax_bbox", "fine-tuned softmax + box regression (no SVMs; not in the paper)"))
 PAPER = {"pool": (43.0, 44.9), "fc7": (54.5, 55.2), "fc7_bbox": (58.0, 59.2)}  # ZF-5, official VOC07 test
-# the subset comparison's methods as its table shows them: name, title, what sets them apart
-SUBSET_METHODS = (("spp", "SPP, 1 scale", ["--set", "extract.scales=[688]"]),
-                  ("spp5", "SPP, 5 scales", ["--set", f"extract.scales=[{FIVE}]"]),
-                  ("rcnn", "R-CNN", ["--set", 'extract.cache="warped"']))
+SUBSET_NAMES = ("spp", "spp5", "rcnn")
+
+
+def subset_methods(scale: int) -> tuple[tuple[str, str, str, list[str]], ...]:
+    """The subset comparison's methods as its table shows them: name, run folder, title, what sets
+    them apart. SPP runs at the one-scale column's ``scale`` and its five (run folders
+    ``subset_spp``/``subset_spp5`` at 688, with the scale appended otherwise); R-CNN has none."""
+    suffix = "" if scale == 688 else str(scale)
+    return (("spp", f"subset_spp{suffix}", f"SPP, 1 scale ({scale})", ["--set", f"extract.scales=[{scale}]"]),
+            ("spp5", f"subset_spp5{suffix}", f"SPP, 5 scales ({five_scales(scale).replace(',', ', ')})",
+             ["--set", f"extract.scales=[{five_scales(scale)}]"]),
+            ("rcnn", "subset_rcnn", "R-CNN", ["--set", 'extract.cache="warped"']))
+
+
 # the order they run in by default: R-CNN (hours) right after the one-scale SPP it is compared with
 SUBSET_ORDER = "spp,rcnn,spp5"
 
@@ -256,13 +266,13 @@ def subset_dataset(root: Path, data_root: Path, splits: dict, n_train: int, n_te
 
 
 def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str], proposals: int | None,
-                        methods: tuple[str, ...]) -> dict:
+                        methods: tuple[str, ...], scale: int) -> dict:
     """SPP at one scale and at five, and R-CNN (warped windows through the trunk), on the same
     subset: SVMs on the pooled vector, without and with box regression; returns
     ``{(method, row): eval path}``. ``proposals``: boxes kept per image (the first in selective
     search's ranking), None for the pipeline's; R-CNN's time grows with it, SPP's hardly.
-    ``methods``: which of :data:`SUBSET_METHODS` to run, in that order (the first one run makes
-    the proposals, the others link them)."""
+    ``methods``: which of :func:`subset_methods` to run, in that order (the first one run makes
+    the proposals, the others link them); ``scale``: SPP's one scale."""
     out = {}
     common = [*sets, "--set", f'data.dataset="{sub}"', "--set", 'data.train_split="subset_train"',
               "--set", 'data.val_split=""', "--set", 'data.test_split="subset_test"', "--set", 'svm.features="pool"',
@@ -270,45 +280,46 @@ def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str], proposals: int
     if proposals:
         common += ["--set", f"propose.max_proposals={proposals}"]
     first = None
-    extras = {m: extra for m, _, extra in SUBSET_METHODS}
+    table = {m: (name, extra) for m, name, _, extra in subset_methods(scale)}
     for method in methods:
-        extra = extras[method]
-        folder = bench.root / f"subset_{method}"
+        name, extra = table[method]
+        folder = bench.root / name
         cfg = ["--config", str(PIPELINE), *common, *extra]
         if first is not None:
             link(first / "proposals", folder / "proposals")
         for split in ("subset_train", "subset_test"):
-            bench.step(f"subset_{method}/propose/{split}", ["propose", *cfg, "--run", str(folder), "--split", split])
-            bench.step(f"subset_{method}/extract/{split}", ["extract", *cfg, "--run", str(folder), "--split", split])
-        bench.step(f"subset_{method}/train-svm/pool", ["train-svm", *cfg, "--run", str(folder)])
-        bench.step(f"subset_{method}/train-bbox", ["train-bbox", *cfg, "--run", str(folder)])
+            bench.step(f"{name}/propose/{split}", ["propose", *cfg, "--run", str(folder), "--split", split])
+            bench.step(f"{name}/extract/{split}", ["extract", *cfg, "--run", str(folder), "--split", split])
+        bench.step(f"{name}/train-svm/pool", ["train-svm", *cfg, "--run", str(folder)])
+        bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(folder)])
         test = ["--split", "subset_test"]
-        bench.step(f"subset_{method}/detect/pool_bbox", ["detect", *cfg, "--run", str(folder), *test])
-        bench.step(f"subset_{method}/eval/pool_bbox", ["eval", *cfg, "--run", str(folder), *test, "--metric", "voc07"])
+        bench.step(f"{name}/detect/pool_bbox", ["detect", *cfg, "--run", str(folder), *test])
+        bench.step(f"{name}/eval/pool_bbox", ["eval", *cfg, "--run", str(folder), *test, "--metric", "voc07"])
         nobb = folder.with_name(folder.name + "_nobbox")
         for part in ("proposals", "features", "models"):
             link(folder / part, nobb / part)
         cfg_nobb = [*cfg, "--set", "detect.bbox_regression=false"]
-        bench.step(f"subset_{method}/detect/pool", ["detect", *cfg_nobb, "--run", str(nobb), *test])
-        bench.step(f"subset_{method}/eval/pool", ["eval", *cfg_nobb, "--run", str(nobb), *test, "--metric", "voc07"])
+        bench.step(f"{name}/detect/pool", ["detect", *cfg_nobb, "--run", str(nobb), *test])
+        bench.step(f"{name}/eval/pool", ["eval", *cfg_nobb, "--run", str(nobb), *test, "--metric", "voc07"])
         out[(method, "pool_bbox")] = folder / "eval" / "subset_test.json"
         out[(method, "pool")] = nobb / "eval" / "subset_test.json"
         first = first or folder
     return out
 
 
-def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int, proposals: int | None) -> list[str]:
+def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int, proposals: int | None, scale: int) -> list[str]:
     lines = [f"### SPP at 1 and 5 scales and R-CNN on the same trunk, {n_train} training and {n_test} test images", ""]
     boxes = (f"the first {proposals} proposals of each image in selective search's ranking (the pipeline keeps "
              "2,000; fewer so that R-CNN fits a session)" if proposals else "the same proposals")
     lines.append(f"The first images of the same splits, {boxes}, the same SVMs and regressors; R-CNN warps each "
                  "window (16 px of context) to 224 x 224 and runs the trunk on it alone, SPP runs the trunk once on "
-                 "the image (688, or each of 480-1200 with every window pooled at the scale where it is closest to "
-                 "224 x 224) and pools each window's projection; all pool conv5 by the same pyramid (no fine-tuning "
+                 f"the image ({scale}, or each of {five_scales(scale).replace(',', ', ')} with every window pooled at the "
+                 "scale where it is closest to 224 x 224) and pools each window's projection; all pool conv5 by the same pyramid (no fine-tuning "
                  "in any). This is also the table's five-scale column, on a training set that fits a session.")
     lines.append("")
-    methods = [m for m, _, _ in SUBSET_METHODS]
-    lines += ["| features | " + " | ".join(title for _, title, _ in SUBSET_METHODS) + " | SPP 1 scale - R-CNN |",
+    table = subset_methods(scale)
+    methods = [m for m, _, _, _ in table]
+    lines += ["| features | " + " | ".join(title for _, _, title, _ in table) + " | SPP 1 scale - R-CNN |",
               "|---" * (len(methods) + 2) + "|"]
     for row, title in (("pool", "SVM on the pooled vector"), ("pool_bbox", "+ box regression")):
         got = {m: json.loads(evals[(m, row)].read_text())["mAP"] for m in methods if evals[(m, row)].is_file()}
@@ -317,17 +328,17 @@ def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int, proposals: 
         lines.append(f"| {title} | " + " | ".join(cells) + f" | {diff} |")
     steps = bench.results["steps"]
     per = {}
-    for m in methods:
-        ts = [steps.get(f"subset_{m}/extract/{s}", {}) for s in ("subset_train", "subset_test")]
+    for m, name, _, _ in table:
+        ts = [steps.get(f"{name}/extract/{s}", {}) for s in ("subset_train", "subset_test")]
         if all(t.get("done") and (not t.get("resumed") or "attempts" in t) for t in ts):
             per[m] = sum(t["seconds"] for t in ts) / (n_train + n_test)
     if per:
-        said = ", ".join(f"{title} {per[m]:.2f}" for m, title, _ in SUBSET_METHODS if m in per)
+        said = ", ".join(f"{title} {per[m]:.2f}" for m, _, title, _ in table if m in per)
         lines += ["", f"Feature extraction (decode, conv, pooling, writing), seconds per image: {said}."]
         if "rcnn" in per:
             lines[-1] += "".join(f" {title} is **{per['rcnn'] / per[m]:.0f}x** faster than R-CNN"
                                  + (" (target >= 50x)." if m == "spp" else ".")
-                                 for m, title, _ in SUBSET_METHODS if m in per and m != "rcnn")
+                                 for m, _, title, _ in table if m in per and m != "rcnn")
     lines.append("")
     return lines
 
@@ -632,7 +643,7 @@ def main() -> int:
         return 2
     try:
         rows = names_of("--rows", args.rows, [r for r, _ in ROWS])
-        subset_methods = names_of("--subset-methods", args.subset_methods, [m for m, _, _ in SUBSET_METHODS])
+        chosen_methods = names_of("--subset-methods", args.subset_methods, list(SUBSET_NAMES))
         column_names = names_of("--columns", args.columns + (",5" if args.five_scales else ""), ["1", "5"])
     except ValueError as e:
         print(e, file=sys.stderr)
@@ -662,9 +673,9 @@ def main() -> int:
     rcnn = None  # the subset comparison: its evals, sizes and boxes per image (every report shows it)
     if args.rcnn:
         sub = subset_dataset(args.root, data_root, splits, args.rcnn_train, args.rcnn_test)
-        evals = {(m, r): args.root / f"subset_{m}{'' if r == 'pool_bbox' else '_nobbox'}" / "eval" / "subset_test.json"
-                 for m, _, _ in SUBSET_METHODS for r in ("pool", "pool_bbox")}
-        rcnn = (evals, args.rcnn_train, args.rcnn_test, args.rcnn_proposals)
+        evals = {(m, r): args.root / f"{name}{'' if r == 'pool_bbox' else '_nobbox'}" / "eval" / "subset_test.json"
+                 for m, name, _, _ in subset_methods(args.scale) for r in ("pool", "pool_bbox")}
+        rcnn = (evals, args.rcnn_train, args.rcnn_test, args.rcnn_proposals, args.scale)
     bench.after_step = lambda: write_report(bench, columns, splits, counts, started, rcnn, data_root)
     for name, scales, share in plans.values():
         if not args.report_only and rows:  # --rows "" with --rcnn: the subset comparison alone
@@ -677,7 +688,7 @@ def main() -> int:
             pr_plot(args.root / name, args.test_split, data_root, HERE / "voc_pr.png")
     if rcnn is not None and not args.report_only:
         try:
-            run_rcnn_comparison(bench, sub, sets, args.rcnn_proposals, subset_methods)
+            run_rcnn_comparison(bench, sub, sets, args.rcnn_proposals, chosen_methods, args.scale)
         finally:
             write_report(bench, columns, splits, counts, started, rcnn, data_root)
     write_report(bench, columns, splits, counts, started, rcnn, data_root)
