@@ -109,6 +109,9 @@ def test_select_val_is_refused_without_a_validation_split_or_its_features(pool_r
     assert not (mine / "models" / "svm.h5").exists()
     with pytest.raises(ConfigError, match="svm.select = 'val'.*data.val_split"):
         load_config(None, ["svm.select=val", 'data.val_split=""'])
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(ConfigError, match="svm.select_significance"):
+            load_config(None, [f"svm.select_significance={bad}"])
     # the paper's choice leaves svm.select out of the stamp: models trained before it existed stay current
     last = merge(cfg, {"svm": {"select": "last"}})
     run_train_svm(last, mine, train)
