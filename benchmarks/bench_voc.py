@@ -45,7 +45,7 @@ def five_scales(scale: int) -> str:
 
 ROWS = (("pool", "SVM on the SPP vector (no fine-tuning)"), ("fc7", "SVM on fine-tuned fc7"),
         ("fc7_bbox", "fine-tuned fc7 + box regression"),
-        ("select_bbox", "fine-tuned fc7, each SVM chosen on val, + box regression"),
+        ("select_bbox", "fine-tuned fc7, each SVM chosen on val (bootstrap-tested, svm.select_significance), + box regression"),
         ("softmax_bbox", "fine-tuned softmax + box regression (no SVMs; not in the paper)"))
 PAPER = {"pool": (43.0, 44.9), "fc7": (54.5, 55.2), "fc7_bbox": (58.0, 59.2)}  # ZF-5, official VOC07 test
 SUBSET_NAMES = ("spp", "spp5", "rcnn")
