@@ -62,6 +62,7 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> fl
 class ClassResult:
     """One class's evaluation: AP, the curve, and the counts behind it.
 
+    ``order``: (N,) the input index of each detection in score order (highest first, stable).
     ``tp``/``fp``: (N,) bool per detection in score order (both False for an ignored one).
     ``recall``/``precision``: cumulative, (N,); recall is ``nan`` when ``npos == 0``.
     """
@@ -73,6 +74,7 @@ class ClassResult:
     fp: np.ndarray
     recall: np.ndarray
     precision: np.ndarray
+    order: np.ndarray
 
 
 def evaluate_class(
@@ -151,4 +153,5 @@ def evaluate_class(
     else:
         recall = ctp / npos
         ap = voc_ap(recall, precision, use_07_metric)
-    return ClassResult(ap=ap, npos=npos, n_detections=n, tp=tp, fp=fp, recall=recall, precision=precision)
+    return ClassResult(ap=ap, npos=npos, n_detections=n, tp=tp, fp=fp, recall=recall, precision=precision,
+                       order=order)

@@ -148,8 +148,7 @@ def validate(candidates: Candidates, provider, cache, dataset, score_floor: floa
         result = evaluate_class(_Detections(names[image], scores, boxes.astype(np.float64)),
                                 truth[int(candidates.owner[j])], use_07_metric=use_07)
         ap[j] = result.ap
-        # evaluate_class's own order (stable, highest score first), so tp and fp line up with it
-        ranked.append(Ranked(image[np.argsort(-scores, kind="stable")], result.tp, result.fp))
+        ranked.append(Ranked(image[result.order], result.tp, result.fp))
     return Validation(ap, ranked, positives, use_07)
 
 

@@ -180,7 +180,7 @@ def _ranked(truth, dets, use_07):
     res = evaluate_class(_Detections(np.array([names[i] for i in image], object), scores,
                                      np.array([d[1] for d in dets]).reshape(-1, 4)), truth, use_07_metric=use_07)
     positives = np.array([int((~truth[n][1]).sum()) for n in names])
-    return Ranked(image[np.argsort(-scores, kind="stable")], res.tp, res.fp), positives, res.ap
+    return Ranked(image[res.order], res.tp, res.fp), positives, res.ap
 
 
 @pytest.mark.parametrize("use_07", [True, False])
