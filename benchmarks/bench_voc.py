@@ -201,7 +201,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         pooled = [*nobb, "--set", 'svm.features="pool"', "--set", 'svm.cache="disk"']
         bench.step(f"{name}/train-svm/pool", ["train-svm", *pooled, "--run", str(pool)])
         bench.step(f"{name}/detect/pool", ["detect", *pooled, "--run", str(pool), *test])
-        bench.step(f"{name}/eval/pool", ["eval", *pooled, "--run", str(pool), *test, "--metric", "voc07"])
+        bench.step(f"{name}/eval/pool", ["eval", *pooled, "--run", str(pool), *test, "--metric", "voc07", "--diagnose"])
         out["pool"] = pool
     if {"fc7", "fc7_bbox", "select_bbox", "softmax_bbox"} & set(rows):
         # --resume: an interrupted fine-tuning goes on from its checkpoint (the step runs only while
@@ -213,7 +213,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(main)])
     if "fc7_bbox" in rows:
         bench.step(f"{name}/detect/fc7_bbox", ["detect", *cfg, "--run", str(main), *test])
-        bench.step(f"{name}/eval/fc7_bbox", ["eval", *cfg, "--run", str(main), *test, "--metric", "voc07"])
+        bench.step(f"{name}/eval/fc7_bbox", ["eval", *cfg, "--run", str(main), *test, "--metric", "voc07", "--diagnose"])
         out["fc7_bbox"] = main
     if "fc7" in rows:
         # fine-tuned fc7 without box regression: the same models
@@ -221,7 +221,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         for part in ("proposals", "features", "models"):
             link(main / part, fc7 / part)
         bench.step(f"{name}/detect/fc7", ["detect", *nobb, "--run", str(fc7), *test])
-        bench.step(f"{name}/eval/fc7", ["eval", *nobb, "--run", str(fc7), *test, "--metric", "voc07"])
+        bench.step(f"{name}/eval/fc7", ["eval", *nobb, "--run", str(fc7), *test, "--metric", "voc07", "--diagnose"])
         out["fc7"] = fc7
     if "select_bbox" in rows and splits["val"]:
         # the same head and regressors; mining as the main row's, then each class keeps the model of
@@ -232,7 +232,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         chosen = [*cfg, "--set", 'svm.select="val"']
         bench.step(f"{name}/train-svm/select", ["train-svm", *chosen, "--run", str(sel), "--features", "fc7"])
         bench.step(f"{name}/detect/select_bbox", ["detect", *chosen, "--run", str(sel), *test])
-        bench.step(f"{name}/eval/select_bbox", ["eval", *chosen, "--run", str(sel), *test, "--metric", "voc07"])
+        bench.step(f"{name}/eval/select_bbox", ["eval", *chosen, "--run", str(sel), *test, "--metric", "voc07", "--diagnose"])
         out["select_bbox"] = sel
     if "softmax_bbox" in rows:
         # the same head and regressors, each class scored by the head's own classifier instead of
@@ -243,7 +243,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         softmax = [*cfg, "--set", 'svm.classifier="softmax"']
         bench.step(f"{name}/train-svm/softmax", ["train-svm", *softmax, "--run", str(soft)])
         bench.step(f"{name}/detect/softmax_bbox", ["detect", *softmax, "--run", str(soft), *test])
-        bench.step(f"{name}/eval/softmax_bbox", ["eval", *softmax, "--run", str(soft), *test, "--metric", "voc07"])
+        bench.step(f"{name}/eval/softmax_bbox", ["eval", *softmax, "--run", str(soft), *test, "--metric", "voc07", "--diagnose"])
         out["softmax_bbox"] = soft
     return {row: folder / "eval" / f"{splits['test']}.json" for row, folder in out.items()}
 
@@ -294,13 +294,13 @@ def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str], proposals: int
         bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(folder)])
         test = ["--split", "subset_test"]
         bench.step(f"{name}/detect/pool_bbox", ["detect", *cfg, "--run", str(folder), *test])
-        bench.step(f"{name}/eval/pool_bbox", ["eval", *cfg, "--run", str(folder), *test, "--metric", "voc07"])
+        bench.step(f"{name}/eval/pool_bbox", ["eval", *cfg, "--run", str(folder), *test, "--metric", "voc07", "--diagnose"])
         nobb = folder.with_name(folder.name + "_nobbox")
         for part in ("proposals", "features", "models"):
             link(folder / part, nobb / part)
         cfg_nobb = [*cfg, "--set", "detect.bbox_regression=false"]
         bench.step(f"{name}/detect/pool", ["detect", *cfg_nobb, "--run", str(nobb), *test])
-        bench.step(f"{name}/eval/pool", ["eval", *cfg_nobb, "--run", str(nobb), *test, "--metric", "voc07"])
+        bench.step(f"{name}/eval/pool", ["eval", *cfg_nobb, "--run", str(nobb), *test, "--metric", "voc07", "--diagnose"])
         out[(method, "pool_bbox")] = folder / "eval" / "subset_test.json"
         out[(method, "pool")] = nobb / "eval" / "subset_test.json"
         first = first or folder
@@ -326,6 +326,10 @@ def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int, proposals: 
         cells = [f"{got[m]:.4f}" if m in got else "not yet run" for m in methods]
         diff = f"{got['spp'] - got['rcnn']:+.4f}" if "spp" in got and "rcnn" in got else "-"
         lines.append(f"| {title} | " + " | ".join(cells) + f" | {diff} |")
+    lines.append("")
+    lines += diagnosis_lines({f"{title}, {row_title}": evals[(m, row)] for m, _, title, _ in table
+                              for row, row_title in (("pool", "SVM"), ("pool_bbox", "+ box regression"))},
+                             "Where each loses (`spp-detect eval --diagnose`):")
     steps = bench.results["steps"]
     per = {}
     for m, name, _, _ in table:
@@ -340,6 +344,34 @@ def rcnn_lines(bench: Bench, evals: dict, n_train: int, n_test: int, proposals: 
                                  + (" (target >= 50x)." if m == "spp" else ".")
                                  for m, _, title, _ in table if m in per and m != "rcnn")
     lines.append("")
+    return lines
+
+
+def diagnosis_lines(evals: dict[str, Path], caption: str) -> list[str]:
+    """Where each row loses (``eval --diagnose``): mAP by object size, then what each class's top
+    detections are; rows whose eval JSON has no diagnosis are left out."""
+    docs = {}
+    for title, path in evals.items():
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+        if "diagnosis" in doc:
+            docs[title] = doc["diagnosis"]
+    if not docs:
+        return []
+    sizes = next(iter(docs.values()))["sizes"]
+    names = [f"[{s['lo']:.0f}, {'inf' if s['hi'] is None else format(s['hi'], '.0f')}) px" for s in sizes]
+    kinds = list(next(iter(docs.values()))["top_detections"])
+    lines = [caption, "", "| row | " + " | ".join(names) + " | " + " | ".join(kinds) + " |",
+             "|---" * (1 + len(names) + len(kinds)) + "|"]
+    for title, d in docs.items():
+        total = sum(d["top_detections"].values()) or 1
+        cells = ["-" if s["mAP"] is None else f"{s['mAP']:.4f}" for s in d["sizes"]]
+        cells += [f"{100 * d['top_detections'][k] / total:.1f}%" for k in kinds]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    counts = ", ".join(f"{s['n_objects']}" for s in sizes)
+    lines += ["", f"Objects per size range (square root of the box area, pixels of the original image; the test "
+              f"split's terciles): {counts}. Top detections: each class's as many as its objects, sorted into hits "
+              "and errors (localization: IoU 0.1-0.5 with an object of the class, or a duplicate; confusion: "
+              "IoU >= 0.1 with an object of another class; background: the rest).", ""]
     return lines
 
 
@@ -557,6 +589,9 @@ def write_report(bench: Bench, columns: dict, splits: dict, counts: dict, starte
                           f"({m['fc7_bbox']:.4f} vs {m['fc7']:.4f})")
         if checks:
             lines += ["The paper's orderings, " + col + ":", ""] + [f"- {c}" for c in checks] + [""]
+    for col, paths in columns.items():
+        lines += diagnosis_lines({dict(ROWS)[r]: paths[r] for r, _ in ROWS if r in paths},
+                                 f"Where each row loses, {col} (`spp-detect eval --diagnose`):")
     # a word from whoever ran it, kept with the results: ROOT/status.md (editable while the
     # benchmark runs and rewrites results.json), else results.json's "status"
     status_file = bench.root / "status.md"

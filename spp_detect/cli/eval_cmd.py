@@ -4,7 +4,9 @@ Prints the per-class AP table and the mAP; ``--json-out`` also writes them as
 ``{"metric", "mAP", "ap", "n_images", ...}``. Detections are a folder of devkit
 ``comp4_det_<split>_<class>.txt`` files or a COCO results ``.json``; without ``--detections``
 the run folder's ``detections/<split>.json`` (what ``spp-detect detect`` writes) is used, and
-the JSON then defaults to ``RUN/eval/<split>.json``.
+the JSON then defaults to ``RUN/eval/<split>.json``. ``--diagnose`` adds where the detector loses
+(:mod:`spp_detect.evaluation.diagnosis`): mAP by object size and the kinds of its top false
+positives.
 """
 
 from __future__ import annotations
@@ -42,10 +44,23 @@ METRIC_CHOICES = ("voc07", "voc10", "coco")
     help="Write the AP table as JSON here. Default with --run or run-folder detections: "
     "RUN/eval/<split>.json.",
 )
+@click.option(
+    "--diagnose",
+    is_flag=True,
+    help="Also print mAP by object size and what each class's top detections are (hits, localization "
+    "errors, confusions with other classes, background); VOC metrics only.",
+)
+@click.option(
+    "--size-edges",
+    default=None,
+    help="With --diagnose: size ranges as edges in pixels (square root of the box area), e.g. 0,32,96,inf "
+    "(COCO's). Default: the split's terciles.",
+)
 @run_option
 @with_config
 @overwrite_option
-def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric, json_out, run_dir, config_path, overrides, overwrite):
+def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric, diagnose, size_edges, json_out,
+             run_dir, config_path, overrides, overwrite):
     """Evaluate detections on a split: per-class AP table and mAP."""
     from ..artifacts.files import atomic_write_json, check_overwrite
     from ..datasets.stage import open_split
@@ -58,6 +73,12 @@ def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric,
     if metric not in METRIC_CHOICES:
         raise ConfigError(f"eval.metric: unknown metric {metric!r}; choose one of {', '.join(METRIC_CHOICES)}")
     split_name = split or cfg.data.test_split
+    edges = _size_edges(size_edges) if size_edges is not None else None
+    if (diagnose or edges is not None) and metric not in ("voc07", "voc10"):
+        raise click.UsageError(f"--diagnose uses VOC's AP (--metric voc07 or voc10), not {metric}; "
+                               "coco's APs, APm and APl are in its own summary")
+    if edges is not None and not diagnose:
+        raise click.UsageError("--size-edges goes with --diagnose")
 
     from_run = detections is None
     if from_run:
@@ -79,8 +100,16 @@ def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric,
     result = evaluate(ds, dets, metric)
     click.echo(f"{ds.name} {ds.split}: {detections}")
     click.echo(format_table(result))
+    if diagnose:
+        from ..evaluation.diagnosis import diagnose as run_diagnosis
+        from ..evaluation.diagnosis import diagnosis_to_json, format_diagnosis
+
+        found = run_diagnosis(ds, dets, metric, edges)
+        click.echo(format_diagnosis(found))
     if json_out is not None:
         doc = result_to_json(result)
+        if diagnose:
+            doc["diagnosis"] = diagnosis_to_json(found)
         doc.update({"dataset": ds.name, "split": ds.split, "detections": str(detections)})
         if from_run:
             # what 'spp-detect run' compares to decide the eval stage is current
@@ -92,3 +121,13 @@ def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric,
             doc["detections_stamp"] = json.loads(stamp_path.read_text())["stamp"] if stamp_path.is_file() else None
         atomic_write_json(json_out, doc)
         click.echo(f"wrote {json_out}")
+
+
+def _size_edges(text: str) -> list[float]:
+    """``"0,32,96,inf"`` -> increasing edges; a bad list is a usage error naming the value."""
+    from ..evaluation.diagnosis import check_edges
+
+    try:
+        return check_edges(text.split(","))
+    except ValueError as e:
+        raise click.BadParameter(f"{text!r}: {e}", param_hint="--size-edges") from None
