@@ -49,6 +49,7 @@ ROWS = (("pool", "SVM on the SPP vector (no fine-tuning)"), ("fc7", "SVM on fine
         ("softmax_bbox", "fine-tuned softmax + box regression (no SVMs; not in the paper)"))
 PAPER = {"pool": (43.0, 44.9), "fc7": (54.5, 55.2), "fc7_bbox": (58.0, 59.2)}  # ZF-5, official VOC07 test
 SUBSET_NAMES = ("spp", "spp5", "rcnn")
+EVAL = ["--metric", "voc07", "--diagnose"]  # every eval step: the AP table, then where the row loses
 
 
 def subset_methods(scale: int) -> tuple[tuple[str, str, str, list[str]], ...]:
@@ -201,7 +202,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         pooled = [*nobb, "--set", 'svm.features="pool"', "--set", 'svm.cache="disk"']
         bench.step(f"{name}/train-svm/pool", ["train-svm", *pooled, "--run", str(pool)])
         bench.step(f"{name}/detect/pool", ["detect", *pooled, "--run", str(pool), *test])
-        bench.step(f"{name}/eval/pool", ["eval", *pooled, "--run", str(pool), *test, "--metric", "voc07", "--diagnose"])
+        bench.step(f"{name}/eval/pool", ["eval", *pooled, "--run", str(pool), *test, *EVAL])
         out["pool"] = pool
     if {"fc7", "fc7_bbox", "select_bbox", "softmax_bbox"} & set(rows):
         # --resume: an interrupted fine-tuning goes on from its checkpoint (the step runs only while
@@ -213,7 +214,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(main)])
     if "fc7_bbox" in rows:
         bench.step(f"{name}/detect/fc7_bbox", ["detect", *cfg, "--run", str(main), *test])
-        bench.step(f"{name}/eval/fc7_bbox", ["eval", *cfg, "--run", str(main), *test, "--metric", "voc07", "--diagnose"])
+        bench.step(f"{name}/eval/fc7_bbox", ["eval", *cfg, "--run", str(main), *test, *EVAL])
         out["fc7_bbox"] = main
     if "fc7" in rows:
         # fine-tuned fc7 without box regression: the same models
@@ -221,7 +222,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         for part in ("proposals", "features", "models"):
             link(main / part, fc7 / part)
         bench.step(f"{name}/detect/fc7", ["detect", *nobb, "--run", str(fc7), *test])
-        bench.step(f"{name}/eval/fc7", ["eval", *nobb, "--run", str(fc7), *test, "--metric", "voc07", "--diagnose"])
+        bench.step(f"{name}/eval/fc7", ["eval", *nobb, "--run", str(fc7), *test, *EVAL])
         out["fc7"] = fc7
     if "select_bbox" in rows and splits["val"]:
         # the same head and regressors; mining as the main row's, then each class keeps the model of
@@ -232,7 +233,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         chosen = [*cfg, "--set", 'svm.select="val"']
         bench.step(f"{name}/train-svm/select", ["train-svm", *chosen, "--run", str(sel), "--features", "fc7"])
         bench.step(f"{name}/detect/select_bbox", ["detect", *chosen, "--run", str(sel), *test])
-        bench.step(f"{name}/eval/select_bbox", ["eval", *chosen, "--run", str(sel), *test, "--metric", "voc07", "--diagnose"])
+        bench.step(f"{name}/eval/select_bbox", ["eval", *chosen, "--run", str(sel), *test, *EVAL])
         out["select_bbox"] = sel
     if "softmax_bbox" in rows:
         # the same head and regressors, each class scored by the head's own classifier instead of
@@ -243,7 +244,7 @@ def run_column(bench: Bench, name: str, scales: str, splits: dict, sets: list[st
         softmax = [*cfg, "--set", 'svm.classifier="softmax"']
         bench.step(f"{name}/train-svm/softmax", ["train-svm", *softmax, "--run", str(soft)])
         bench.step(f"{name}/detect/softmax_bbox", ["detect", *softmax, "--run", str(soft), *test])
-        bench.step(f"{name}/eval/softmax_bbox", ["eval", *softmax, "--run", str(soft), *test, "--metric", "voc07", "--diagnose"])
+        bench.step(f"{name}/eval/softmax_bbox", ["eval", *softmax, "--run", str(soft), *test, *EVAL])
         out["softmax_bbox"] = soft
     return {row: folder / "eval" / f"{splits['test']}.json" for row, folder in out.items()}
 
@@ -294,13 +295,13 @@ def run_rcnn_comparison(bench: Bench, sub: Path, sets: list[str], proposals: int
         bench.step(f"{name}/train-bbox", ["train-bbox", *cfg, "--run", str(folder)])
         test = ["--split", "subset_test"]
         bench.step(f"{name}/detect/pool_bbox", ["detect", *cfg, "--run", str(folder), *test])
-        bench.step(f"{name}/eval/pool_bbox", ["eval", *cfg, "--run", str(folder), *test, "--metric", "voc07", "--diagnose"])
+        bench.step(f"{name}/eval/pool_bbox", ["eval", *cfg, "--run", str(folder), *test, *EVAL])
         nobb = folder.with_name(folder.name + "_nobbox")
         for part in ("proposals", "features", "models"):
             link(folder / part, nobb / part)
         cfg_nobb = [*cfg, "--set", "detect.bbox_regression=false"]
         bench.step(f"{name}/detect/pool", ["detect", *cfg_nobb, "--run", str(nobb), *test])
-        bench.step(f"{name}/eval/pool", ["eval", *cfg_nobb, "--run", str(nobb), *test, "--metric", "voc07", "--diagnose"])
+        bench.step(f"{name}/eval/pool", ["eval", *cfg_nobb, "--run", str(nobb), *test, *EVAL])
         out[(method, "pool_bbox")] = folder / "eval" / "subset_test.json"
         out[(method, "pool")] = nobb / "eval" / "subset_test.json"
         first = first or folder
