@@ -74,7 +74,9 @@ def eval_cmd(dataset, split, data_root, image_dir, skip_bad, detections, metric,
         raise ConfigError(f"eval.metric: unknown metric {metric!r}; choose one of {', '.join(METRIC_CHOICES)}")
     split_name = split or cfg.data.test_split
     edges = _size_edges(size_edges) if size_edges is not None else None
-    if (diagnose or edges is not None) and metric not in ("voc07", "voc10"):
+    from ..evaluation.voc_ap import VOC_METRICS
+
+    if (diagnose or edges is not None) and metric not in VOC_METRICS:
         raise click.UsageError(f"--diagnose uses VOC's AP (--metric voc07 or voc10), not {metric}; "
                                "coco's APs, APm and APl are in its own summary")
     if edges is not None and not diagnose:

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..core.average_precision import evaluate_class
 from ..datasets.base import class_ground_truth
+from .voc_ap import VOC_METRICS
 
 ERROR_KINDS = ("hit", "localization", "confusion", "background")
 NEAR_IOU = 0.1  # Hoiem's overlap for "near" an object
@@ -52,8 +53,9 @@ class Diagnosis:
 
 def box_sides(boxes: np.ndarray) -> np.ndarray:
     """Square root of each box's area in pixels; boxes (N, 4) internal convention (inclusive)."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.sqrt((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1))
+    from ..core.boxes import areas
+
+    return np.sqrt(areas(boxes))
 
 
 def size_terciles(dataset) -> list[float]:
@@ -127,7 +129,7 @@ def top_detection_kinds(dataset, detections: Mapping) -> dict[str, int]:
 
 def diagnose(dataset, detections: Mapping, metric: str = "voc07", edges: Sequence[float] | None = None) -> Diagnosis:
     """Both diagnoses of ``detections`` on ``dataset`` (VOC metrics: ``voc07`` or ``voc10``)."""
-    if metric not in ("voc07", "voc10"):
+    if metric not in VOC_METRICS:
         raise ValueError(f"the diagnosis uses VOC's AP (voc07 or voc10), not {metric!r}")
     edges = size_terciles(dataset) if edges is None else edges
     return Diagnosis(ap_by_size(dataset, detections, edges, metric == "voc07"), top_detection_kinds(dataset, detections))
